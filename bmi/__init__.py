@@ -1,0 +1,1 @@
+"""bmi-rpc internals: name checks, the command runner, and the storage and target backends."""

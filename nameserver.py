@@ -1,0 +1,31 @@
+"""bmi-rpc name server: where the main server registers and the client looks it up."""
+import argparse
+import logging
+
+import Pyro4.naming
+
+import config
+from bmi import pyrosetup
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="bmi-rpc name server (Pyro4)")
+    for flag, name in pyrosetup.COMMON_FLAGS[:2]:
+        parser.add_argument(flag, dest=name, help="overrides %s" % name)
+    settings = config.Settings(**vars(parser.parse_args(argv)))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s nameserver %(levelname)s %(message)s")
+    pyrosetup.configure(settings)
+
+    # no broadcast responder: clients are told where the name server is
+    uri, daemon, _ = Pyro4.naming.startNS(settings.BMI_NS_HOST, settings.BMI_NS_PORT, enableBroadcast=False)
+    pyrosetup.stop_on_signals()
+    logging.info("serving %s", uri)
+    try:
+        daemon.requestLoop()
+    finally:
+        daemon.close()
+    logging.info("stopped")
+
+
+if __name__ == "__main__":
+    main()
