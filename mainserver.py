@@ -132,7 +132,11 @@ class MainServer:
         os.replace(partial, path)
 
     def _teardown(self, record, force):
-        """Take a node's target, boot script, disk and record away; what is already gone is fine."""
+        """Take a node's target, boot script, disk and record away; what is already gone is fine.
+
+        Any target at the node's tid is the node's: tids come from the node records, and the
+        tgtd instance (BMI_TGT_CONTROL_PORT) belongs to this service alone.
+        """
         self._target.delete(record["tid"], record["chap_user"], force)
         record["state"] = "detaching"   # past the only step that may refuse
         self._records.save(record)

@@ -14,9 +14,12 @@ class Storage:
         self._run("import", image, path)
 
     def clone(self, image, node):
-        """Make NODE's disk from IMAGE; return how tgtd reaches it: (bstype, backing store, bsopts)."""
-        bstype, backing, *bsopts = self._run("clone", image, node).split()
-        return bstype, backing, bsopts[0] if bsopts else ""
+        """Make NODE's disk from IMAGE; return how tgtd reaches it: [bstype, backing store, bsopts].
+
+        The script prints them on one line separated by tabs; bsopts may be missing.
+        """
+        bstype, backing, *bsopts = self._run("clone", image, node).rstrip("\n").split("\t")
+        return [bstype, backing, bsopts[0] if bsopts else ""]
 
     def snapshot(self, node, image):
         self._run("snapshot", node, image)
