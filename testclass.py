@@ -1,0 +1,250 @@
+"""Unit tests of the MainServer class: real scripts, a private tgtd, and for rbd a throwaway Ceph
+cluster. Each test runs on every storage backend and checks a method's actual output against the
+expected output, and that refused calls change nothing."""
+import os
+import subprocess
+import threading
+
+import Pyro4
+import pytest
+
+pytest.register_assert_rewrite("tests.fixtures")
+
+from bmi import runner
+from mainserver import MainServer
+from tests.fixtures import lun_url, make_image_file, node_record, read_lun, state_of, wait_until, write_lun
+
+pytest_plugins = ["tests.fixtures"]
+
+OPERATIONS = {"import_image", "provision", "detach_node", "create_snapshot", "list_all_images"}
+
+
+@pytest.fixture
+def golden(server, tmp_path):
+    """A 4 MiB golden image named "golden"; returns its bytes."""
+    data = make_image_file(tmp_path / "golden.raw")
+    server.import_image("golden", str(tmp_path / "golden.raw"))
+    return data
+
+
+def test_only_the_operations_are_exposed():
+    exposed = Pyro4.util.get_exposed_members(MainServer, only_exposed=True)
+    assert exposed["methods"] == OPERATIONS
+    assert exposed["attrs"] == set() and exposed["oneway"] == set()
+
+
+def test_import_image_lists_the_golden_image(server, golden):
+    assert server.list_all_images() == {"images": [{"name": "golden", "size_bytes": len(golden)}], "nodes": []}
+
+
+def test_import_image_refuses_an_existing_name(server, golden, tmp_path):
+    make_image_file(tmp_path / "other.raw", 1024 * 1024)
+    with pytest.raises(RuntimeError, match="golden.* already exists"):
+        server.import_image("golden", str(tmp_path / "other.raw"))
+    assert server.list_all_images()["images"] == [{"name": "golden", "size_bytes": len(golden)}]
+
+
+@pytest.mark.parametrize("size, message", [(None, "no such file"), (0, "multiple of 512"), (1000, "multiple of 512")])
+def test_import_image_refuses_a_file_that_is_no_disk_image(server, tmp_path, size, message):
+    path = tmp_path / "bad.raw"
+    if size is not None:
+        path.write_bytes(b"x" * size)
+    with pytest.raises(RuntimeError, match=message):
+        server.import_image("bad", str(path))
+    assert server.list_all_images() == {"images": [], "nodes": []}
+
+
+def test_provision_exports_a_clone_and_writes_the_boot_script(server, settings, golden, tgtd, tmp_path):
+    result = server.provision("golden", "node-a")
+
+    iqn = settings.BMI_IQN_PREFIX + ":node-a"
+    boot_script = os.path.join(settings.BMI_STATE_DIR, "boot", "node-a.ipxe")
+    assert result == {"node": "node-a", "image": "golden", "iqn": iqn, "portal": tgtd.portal, "lun": 1,
+                      "boot_script": boot_script}
+    assert list(tgtd.targets().values()) == [iqn]
+    record = node_record(settings, "node-a")
+    host, port = tgtd.portal.split(":")
+    with open(boot_script) as f:
+        assert f.read() == ("#!ipxe\ndhcp\nset username node-a\nset password %s\nsanboot iscsi:%s::%s:1:%s\n"
+                            % (record["chap_secret"], host, port, iqn))
+    assert os.stat(boot_script).st_mode & 0o777 == 0o600
+    assert read_lun(lun_url(settings, "node-a"), tmp_path / "back.raw") == golden
+    assert server.list_all_images()["nodes"] == [{"node": "node-a", "image": "golden", "iqn": iqn}]
+
+
+def test_the_target_requires_the_nodes_chap_secret(server, settings, golden, tmp_path):
+    server.provision("golden", "node-a")
+    with pytest.raises(subprocess.CalledProcessError):
+        read_lun(lun_url(settings, "node-a", credentials=False), tmp_path / "back.raw")
+
+
+def test_provision_refuses_a_provisioned_node_and_changes_nothing(server, settings, golden, tgtd):
+    server.provision("golden", "node-a")
+    before = state_of(settings, tgtd)
+    with pytest.raises(RuntimeError, match="node node-a is already provisioned"):
+        server.provision("golden", "node-a")
+    assert state_of(settings, tgtd) == before
+
+
+def test_provision_of_a_missing_image_fails_and_changes_nothing(server, settings, golden, tgtd):
+    before = state_of(settings, tgtd)
+    with pytest.raises(RuntimeError, match="no such image: missing"):
+        server.provision("missing", "node-a")
+    assert state_of(settings, tgtd) == before
+
+
+BAD_CALLS = [
+    ("import_image", ("../etc", "/tmp/x")), ("import_image", ("ok", "relative/path")),
+    ("import_image", ("a b", "/tmp/x")), ("import_image", ("ok", "/tmp/x\0y")),
+    ("provision", ("golden", "Node-A")), ("provision", ("golden", "-rf")), ("provision", ("gold;en", "n")),
+    ("provision", ("golden", "a" * 64)), ("provision", ("golden", "node\n")), ("provision", ("$(id)", "n")),
+    ("detach_node", ("../n",)), ("create_snapshot", ("node-a", "x/y")), ("create_snapshot", ("n_1", "ok")),
+    ("provision", (1, "n")),
+]
+
+
+@pytest.mark.parametrize("operation, arguments", BAD_CALLS)
+def test_bad_names_are_refused_before_any_script_runs(server, settings, golden, tgtd, monkeypatch,
+                                                      operation, arguments):
+    before = state_of(settings, tgtd)
+    commands = []
+    real_run = runner.run
+    monkeypatch.setattr(runner, "run", lambda args, *rest: commands.append(args) or real_run(args, *rest))
+    with pytest.raises(ValueError, match="must"):
+        getattr(server, operation)(*arguments)
+    assert commands == []
+    assert state_of(settings, tgtd) == before
+
+
+def test_an_image_and_a_node_may_share_a_name(server, settings, golden, tmp_path):
+    server.provision("golden", "golden")
+    server.create_snapshot("golden", "golden2")
+    assert [i["name"] for i in server.list_all_images()["images"]] == ["golden", "golden2"]
+    assert read_lun(lun_url(settings, "golden"), tmp_path / "back.raw") == golden
+
+
+def test_a_nodes_writes_stay_its_own(server, settings, golden, tmp_path):
+    server.provision("golden", "node-a")
+    (tmp_path / "sector").write_bytes(b"\xab" * 512)
+    write_lun(lun_url(settings, "node-a"), 0, tmp_path / "sector")
+    server.provision("golden", "node-b")
+    assert read_lun(lun_url(settings, "node-a"), tmp_path / "a.raw") == b"\xab" * 512 + golden[512:]
+    assert read_lun(lun_url(settings, "node-b"), tmp_path / "b.raw") == golden
+
+
+def test_detach_node_takes_target_disk_and_boot_script_away(server, settings, golden, tgtd):
+    empty = state_of(settings, tgtd)
+    server.provision("golden", "node-a")
+    assert server.detach_node("node-a") == {"node": "node-a", "image": "golden",
+                                            "iqn": settings.BMI_IQN_PREFIX + ":node-a"}
+    assert state_of(settings, tgtd) == empty
+    assert server.list_all_images()["nodes"] == []
+
+
+def test_detach_node_of_an_unknown_node_says_so(server, golden):
+    with pytest.raises(RuntimeError, match="node node-x is not provisioned"):
+        server.detach_node("node-x")
+
+
+def test_detach_node_refuses_while_an_initiator_is_logged_in(server, settings, golden, tgtd):
+    server.provision("golden", "node-a")
+    tid = node_record(settings, "node-a")["tid"]
+    # qemu-io holds a session for as long as it sleeps
+    holder = subprocess.Popen(["qemu-io", "-f", "raw", "-c", "sleep 60000", lun_url(settings, "node-a")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: "Initiator" in tgtd.admin("--op", "show", "--mode", "conn", "--tid", str(tid)).stdout,
+                   30, "initiator logged in")
+        before = state_of(settings, tgtd)
+        with pytest.raises(RuntimeError, match="node node-a is in use: .* is logged in .*--force"):
+            server.detach_node("node-a")
+        assert state_of(settings, tgtd) == before
+        server.detach_node("node-a", force=True)
+        assert tgtd.targets() == {}
+        assert server.list_all_images()["nodes"] == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_create_snapshot_makes_a_golden_image_that_outlives_the_node(server, settings, golden, tmp_path):
+    server.provision("golden", "node-a")
+    (tmp_path / "sector").write_bytes(b"\x5a" * 512)
+    write_lun(lun_url(settings, "node-a"), 4096, tmp_path / "sector")
+    assert server.create_snapshot("node-a", "snap") == {"node": "node-a", "image": "snap"}
+    server.detach_node("node-a")
+    server.provision("snap", "node-b")
+    expected = golden[:4096] + b"\x5a" * 512 + golden[4608:]
+    assert read_lun(lun_url(settings, "node-b"), tmp_path / "b.raw") == expected
+    assert server.list_all_images()["images"] == [{"name": "golden", "size_bytes": len(golden)},
+                                                  {"name": "snap", "size_bytes": len(golden)}]
+
+
+def test_create_snapshot_refuses_an_unknown_node_or_a_taken_name(server, settings, golden, tgtd):
+    server.provision("golden", "node-a")
+    before = state_of(settings, tgtd)
+    with pytest.raises(RuntimeError, match="node node-x is not provisioned"):
+        server.create_snapshot("node-x", "snap")
+    with pytest.raises(RuntimeError, match="golden already exists"):
+        server.create_snapshot("node-a", "golden")
+    assert state_of(settings, tgtd) == before
+
+
+def test_a_failed_target_creation_leaves_nothing_behind(server, settings, golden, tgtd):
+    before = state_of(settings, tgtd)
+    tgtd.stop()
+    with pytest.raises(RuntimeError, match="tgt create failed: .*not connected"):
+        server.provision("golden", "node-a")
+    tgtd.start()
+    assert state_of(settings, tgtd) == before
+    assert server.list_all_images()["nodes"] == []
+
+
+def test_a_new_server_exports_every_node_again_after_a_tgtd_restart(server, settings, golden, tgtd, tmp_path):
+    server.provision("golden", "node-a")
+    server.provision("golden", "node-b")
+    exported = tgtd.targets()
+    tgtd.restart()
+    assert tgtd.targets() == {}
+    MainServer(settings)
+    assert tgtd.targets() == exported
+    assert read_lun(lun_url(settings, "node-b"), tmp_path / "b.raw") == golden
+
+
+def test_a_new_server_undoes_a_provisioning_a_crash_interrupted(server, settings, golden, tgtd):
+    empty = state_of(settings, tgtd)
+    server.provision("golden", "node-a")
+    record = node_record(settings, "node-a")
+    record["state"] = "provisioning"   # as a crash before the last step leaves it
+    server._records.save(record)
+    MainServer(settings)
+    assert state_of(settings, tgtd) == empty
+
+
+def test_racing_provisions_of_one_node_have_one_winner(server, settings, golden, tgtd):
+    outcomes = []
+
+    def provision():
+        try:
+            outcomes.append(server.provision("golden", "node-a")["node"])
+        except RuntimeError as err:
+            outcomes.append(str(err))
+
+    threads = [threading.Thread(target=provision) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(outcomes) == ["node node-a is already provisioned (from image golden)"] * 3 + ["node-a"]
+    assert list(tgtd.targets().values()) == [settings.BMI_IQN_PREFIX + ":node-a"]
+
+
+def test_different_nodes_are_provisioned_in_parallel(server, settings, golden, tgtd):
+    nodes = ["node-%d" % i for i in range(6)]
+    threads = [threading.Thread(target=server.provision, args=("golden", node)) for node in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert [n["node"] for n in server.list_all_images()["nodes"]] == nodes
+    assert sorted(tgtd.targets().values()) == [settings.BMI_IQN_PREFIX + ":" + n for n in nodes]
