@@ -193,7 +193,7 @@ def test_create_snapshot_refuses_an_unknown_node_or_a_taken_name(server, setting
 def test_a_failed_target_creation_leaves_nothing_behind(server, settings, golden, tgtd):
     before = state_of(settings, tgtd)
     tgtd.stop()
-    with pytest.raises(RuntimeError, match="tgt create failed: .*not connected"):
+    with pytest.raises(RuntimeError, match="tgt create: .*not connected"):
         server.provision("golden", "node-a")
     tgtd.start()
     assert state_of(settings, tgtd) == before

@@ -34,7 +34,7 @@ def run(args, timeout, env=None):
         raise RuntimeError("%s timed out after %g s" % (_name(args), timeout))
     if proc.returncode != 0:
         detail = err.strip() or out.strip() or "exit code %d" % proc.returncode
-        raise RuntimeError("%s failed: %s" % (_name(args), detail))
+        raise RuntimeError("%s: %s" % (_name(args), detail))
     return out
 
 

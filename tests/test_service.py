@@ -1,0 +1,132 @@
+"""The three real processes, driven through mainclient as a user would, verified with real initiators."""
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from tests.fixtures import (Service, free_port, lun_url, make_image_file, read_lun, require_command,
+                            stop_process, wait_until)
+
+
+def test_provision_exports_the_golden_image_to_a_real_initiator(service, settings, tgtd, tmp_path):
+    golden = make_image_file(tmp_path / "golden.raw")
+    done = service.client("import_image", "golden", str(tmp_path / "golden.raw"))
+    assert (done.returncode, done.stdout) == (0, "imported golden image golden from %s\n" % (tmp_path / "golden.raw"))
+
+    done = service.client("provision", "golden", "node-a")
+    assert done.returncode == 0, done.stderr
+    iqn = settings.BMI_IQN_PREFIX + ":node-a"
+    assert done.stdout.splitlines()[0] == "provisioned node node-a from image golden"
+    assert "  iqn:         %s" % iqn in done.stdout.splitlines()
+
+    require_command("iscsi-ls", "libiscsi-bin")
+    listing = subprocess.run(["iscsi-ls", "iscsi://" + tgtd.portal], capture_output=True, text=True, timeout=60)
+    assert listing.stdout.split() == ["Target:%s" % iqn, "Portal:%s,1" % tgtd.portal]
+    assert read_lun(lun_url(settings, "node-a"), tmp_path / "back.raw") == golden
+
+    listed = json.loads(service.client("--json", "list_all_images").stdout)
+    assert listed == {"images": [{"name": "golden", "size_bytes": len(golden)}],
+                      "nodes": [{"node": "node-a", "image": "golden", "iqn": iqn}]}
+
+    done = service.client("create_snapshot", "node-a", "snap")
+    assert (done.returncode, done.stdout) == (0, "created golden image snap from node node-a\n")
+    done = service.client("detach_node", "node-a")
+    assert (done.returncode, done.stdout) == (0, "detached node node-a (image golden, target %s)\n" % iqn)
+    assert tgtd.targets() == {}
+
+
+def test_provision_json_result(service, settings, tgtd, tmp_path):
+    make_image_file(tmp_path / "golden.raw", 1024 * 1024)
+    service.client("import_image", "golden", str(tmp_path / "golden.raw"))
+    done = service.client("--json", "provision", "golden", "node-a")
+    assert json.loads(done.stdout) == {
+        "node": "node-a", "image": "golden", "iqn": settings.BMI_IQN_PREFIX + ":node-a",
+        "portal": tgtd.portal, "lun": 1,
+        "boot_script": os.path.join(settings.BMI_STATE_DIR, "boot", "node-a.ipxe")}
+
+
+@pytest.mark.parametrize("arguments, code, message", [
+    ([], 2, "bmi-rpc client"),
+    (["frobnicate"], 2, "unknown operation 'frobnicate'"),
+    (["provision", "golden"], 2, "usage: provision IMAGE NODE"),
+    (["provision", "golden", "Node;rm"], 2, "invalid node name 'Node;rm'"),
+    (["import_image", "golden", "relative.raw"], 2, "invalid path 'relative.raw'"),
+    (["list_all_images", "--force"], 2, "--force goes with detach_node only"),
+    (["--bogus", "list_all_images"], 2, "unknown option '--bogus'"),
+    (["provision", "missing", "node-a"], 1, "clone: no such image: missing"),
+    (["detach_node", "node-x"], 1, "detach_node failed: node node-x is not provisioned"),
+])
+def test_bad_input_gets_one_line_and_its_exit_code(service, arguments, code, message):
+    done = service.client(*arguments)
+    assert done.returncode == code
+    assert message in done.stderr
+    if arguments:
+        assert done.stderr.count("\n") == 1 and done.stdout == ""
+
+
+def test_help_lists_every_operation(service):
+    done = service.client("--help")
+    assert done.returncode == 0
+    for usage in ("import_image IMAGE PATH", "provision IMAGE NODE", "detach_node NODE [--force]",
+                  "create_snapshot NODE SNAPSHOT", "list_all_images"):
+        assert usage in done.stdout
+
+
+def test_an_unreachable_name_server_is_exit_code_3(settings, tmp_path):
+    service = Service(settings, str(tmp_path))
+    done = service.client("list_all_images")
+    assert done.returncode == 3
+    assert done.stderr == "mainclient: cannot reach the name server at 127.0.0.1:%d\n" % settings.BMI_NS_PORT
+
+
+def test_a_missing_main_server_is_exit_code_3(settings, tmp_path):
+    service = Service(settings, str(tmp_path))
+    service.start_nameserver()
+    try:
+        wait_until(lambda: "not registered" in service.client("list_all_images").stderr, 20, "name server up")
+        done = service.client("list_all_images")
+        assert done.returncode == 3
+        assert done.stderr == ("mainclient: the main server is not registered with the name server at "
+                               "127.0.0.1:%d\n" % settings.BMI_NS_PORT)
+    finally:
+        service.stop()
+
+
+def test_the_main_server_waits_for_the_name_server_and_registers_again(settings, tmp_path):
+    service = Service(settings, str(tmp_path))
+    service.start_mainserver()   # before the name server: it waits
+    try:
+        service.start_nameserver()
+        service.wait_ready(timeout=20)
+        stop_process(service.nameserver)
+        assert service.nameserver.returncode == 0   # SIGTERM is a clean stop
+        service.start_nameserver()   # the same port again at once
+        service.wait_ready(timeout=10)
+    finally:
+        service.stop()
+    assert service.mainserver.returncode == 0
+
+
+def test_tgtd_restart_gets_every_target_back_without_a_server_restart(service, settings, tgtd, tmp_path):
+    golden = make_image_file(tmp_path / "golden.raw")
+    service.client("import_image", "golden", str(tmp_path / "golden.raw"))
+    for node in ("node-a", "node-b"):
+        assert service.client("provision", "golden", node).returncode == 0
+    exported = tgtd.targets()
+    tgtd.restart()
+    wait_until(lambda: tgtd.targets() == exported, 20, "targets back")
+    assert read_lun(lun_url(settings, "node-b"), tmp_path / "b.raw") == golden
+
+
+def test_a_restarted_main_server_keeps_its_nodes(service, settings, tgtd, tmp_path):
+    make_image_file(tmp_path / "golden.raw", 1024 * 1024)
+    service.client("import_image", "golden", str(tmp_path / "golden.raw"))
+    service.client("provision", "golden", "node-a")
+    before = service.client("list_all_images").stdout
+    service.mainserver.send_signal(signal.SIGINT)
+    service.mainserver.wait(20)
+    service.start_mainserver()
+    service.wait_ready()
+    assert service.client("list_all_images").stdout == before
