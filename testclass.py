@@ -63,7 +63,7 @@ def test_provision_exports_a_clone_and_writes_the_boot_script(server, settings, 
                       "boot_script": boot_script}
     assert list(tgtd.targets().values()) == [iqn]
     record = node_record(settings, "node-a")
-    host, port = tgtd.portal.split(":")
+    host, port = settings.BMI_BOOT_PORTAL.split(":")
     with open(boot_script) as f:
         assert f.read() == ("#!ipxe\ndhcp\nset username node-a\nset password %s\nsanboot iscsi:%s::%s:1:%s\n"
                             % (record["chap_secret"], host, port, iqn))

@@ -201,6 +201,8 @@ def backend(request):
 def settings(backend, tgtd, tmp_path, request):
     values = {"BMI_STATE_DIR": str(tmp_path / "state"), "BMI_BACKEND": backend,
               "BMI_TGT_CONTROL_PORT": tgtd.control, "BMI_ISCSI_PORTAL": tgtd.portal,
+              # what a test VM on qemu's user-mode network sees of the host's loopback
+              "BMI_BOOT_PORTAL": "10.0.2.2:%d" % tgtd.port,
               "BMI_NS_PORT": free_port(), "BMI_SERVER_PORT": free_port(),
               "BMI_TGT_CHECK_SECONDS": 0.5, "BMI_SCRIPT_TIMEOUT": 60}
     if backend == "rbd":
