@@ -33,7 +33,9 @@ def run(args, timeout, env=None):
         proc.communicate()
         raise RuntimeError("%s timed out after %g s" % (_name(args), timeout))
     if proc.returncode != 0:
-        detail = err.strip() or out.strip() or "exit code %d" % proc.returncode
+        # one line, as the client prints it
+        detail = "; ".join(line.strip() for line in (err or out).splitlines() if line.strip())
+        detail = detail or "exit code %d" % proc.returncode
         raise RuntimeError("%s: %s" % (_name(args), detail))
     return out
 

@@ -132,3 +132,15 @@ def booted_node(tftp_dir, boot_file, serial_log, **kwargs):
         yield proc
     finally:
         stop_node(proc)
+
+
+if __name__ == "__main__":
+    # python tests/bootvm.py TFTP_DIR BOOT_FILE SERIAL_LOG MARKER: boot a node until it prints MARKER
+    import sys
+
+    tftp, boot_file, log, marker = sys.argv[1:5]
+    with booted_node(tftp, boot_file, log) as node:
+        booted = wait_for_marker(log, marker, 180, proc=node)
+    with open(log, errors="replace") as f:
+        print(f.read().strip())
+    sys.exit(0 if booted else 1)
