@@ -12,6 +12,11 @@ DEFAULTS = {
     "BMI_SERVER_HOST": ("127.0.0.1", str),      # main server (Pyro4 daemon)
     "BMI_SERVER_PORT": (9091, int),
     "BMI_OBJECT_NAME": ("bmi.mainserver", str),  # name the main server registers under
+    "BMI_KEY_FILE": ("/etc/bmi-rpc/hmac.key", str),  # shared secret authenticating every message
+    "BMI_TLS_CERT": ("", str),                  # TLS: this program's certificate (empty: no TLS)
+    "BMI_TLS_KEY": ("", str),                   # TLS: its private key
+    "BMI_TLS_CA": ("", str),                    # TLS: the CA that signed every program's certificate
+    "BMI_AUDIT_LOG": ("", str),                 # one line an operation; empty: STATE_DIR/audit.log
     "BMI_THREADPOOL_SIZE": (160, int),          # concurrent client connections the main server serves
     "BMI_STATE_DIR": ("/var/lib/bmi", str),     # images, node disks, boot scripts, node records
     "BMI_BACKEND": ("file", str),               # storage backend: a script in scripts/storage/
@@ -44,6 +49,8 @@ class Settings:
                 raise ValueError("setting %s must be %s, not %r" % (name, kind.__name__, value))
         if not self.BMI_BOOT_PORTAL:
             self.BMI_BOOT_PORTAL = self.BMI_ISCSI_PORTAL
+        if not self.BMI_AUDIT_LOG:
+            self.BMI_AUDIT_LOG = os.path.join(self.BMI_STATE_DIR, "audit.log")
 
     def environment(self):
         """The settings as environment variables, for the scripts the server runs."""

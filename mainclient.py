@@ -21,6 +21,7 @@ OPERATIONS = {
     "detach_node": (["NODE"], "take NODE's target, disk and boot script away (--force: even while it is in use)"),
     "create_snapshot": (["NODE", "SNAPSHOT"], "turn NODE's current disk into the new golden image SNAPSHOT"),
     "list_all_images": ([], "list the golden images and the provisioned nodes"),
+    "ping": ([], "check that the main server answers"),
 }
 CHECKS = {"IMAGE": names.check_image, "SNAPSHOT": names.check_image, "NODE": names.check_node,
           "PATH": names.check_path}
@@ -88,6 +89,8 @@ def show(operation, result):
         return "created golden image %(image)s from node %(node)s" % result
     if operation == "import_image":
         return "imported golden image %(image)s from %(path)s" % result
+    if operation == "ping":
+        return result
     lines = ["golden images:"] + ["  %-30s %14d bytes" % (i["name"], i["size_bytes"]) for i in result["images"]]
     lines += ["provisioned nodes:"] + ["  %-30s %-30s %s" % (n["node"], n["image"], n["iqn"]) for n in result["nodes"]]
     return "\n".join(lines)
@@ -98,17 +101,23 @@ def call(settings, operation, arguments, options):
     try:
         with pyrosetup.locate_ns(settings) as ns:
             uri = ns.lookup(settings.BMI_OBJECT_NAME)
-    except Pyro4.errors.NamingError as err:
+    except Pyro4.errors.PyroError as err:
+        refused(err, settings)
         if "unknown name" in str(err):
             raise ConnectionError("the main server is not registered with the name server at %s" % where)
         raise ConnectionError("cannot reach the name server at %s" % where)
-    except Pyro4.errors.CommunicationError:
-        raise ConnectionError("cannot reach the name server at %s" % where)
     try:
-        with Pyro4.Proxy(uri) as server:
+        with pyrosetup.proxy(uri) as server:
             return getattr(server, operation)(*arguments, **options)
     except Pyro4.errors.CommunicationError as err:
+        refused(err, settings)
         raise ConnectionError("cannot reach the main server at %s:%s (%s)" % (uri.host, uri.port, err))
+
+
+def refused(err, settings):
+    """Say so plainly when the servers refused our messages for their authentication."""
+    if "hmac" in "%s %s" % (err, err.__cause__):
+        raise ConnectionError("authentication failed: the servers refused the key in %s" % settings.BMI_KEY_FILE)
 
 
 def main(argv):
@@ -121,7 +130,11 @@ def main(argv):
     except (UsageError, ValueError) as err:
         print("mainclient: %s" % err, file=sys.stderr)
         return EXIT_USAGE
-    pyrosetup.configure(settings)
+    try:
+        pyrosetup.configure(settings)
+    except OSError as err:
+        print("mainclient: authentication failed: cannot read the key file: %s" % err, file=sys.stderr)
+        return EXIT_UNREACHABLE
     try:
         result = call(settings, operation, arguments, options)
     except ConnectionError as err:

@@ -1,9 +1,12 @@
 """bmi-rpc main server: the MainServer object, served through Pyro4 and registered with the name server."""
 import argparse
+import functools
+import json
 import logging
 import os
 import secrets
 import threading
+import time
 
 import Pyro4
 
@@ -15,6 +18,20 @@ from bmi.storage import Storage
 from bmi.target import Target
 
 log = logging.getLogger("bmi.mainserver")
+
+
+def audited(operation):
+    """Write every call of operation to the audit log: time, caller, arguments, outcome."""
+    @functools.wraps(operation)
+    def call(self, *args, **kwargs):
+        try:
+            result = operation(self, *args, **kwargs)
+        except Exception as err:
+            self._audit(operation.__name__, args, kwargs, "%s: %s" % (type(err).__name__, err))
+            raise
+        self._audit(operation.__name__, args, kwargs, "ok")
+        return result
+    return call
 
 
 class MainServer:
@@ -33,6 +50,8 @@ class MainServer:
         self._boot_dir = os.path.join(state, "boot")
         os.makedirs(self._boot_dir, exist_ok=True)
         self._locks = NamedLocks()
+        self._audit_lock = threading.Lock()
+        self._audit_log = open(self.settings.BMI_AUDIT_LOG, "a", buffering=1)
         # nodes a crash left provisioning or detaching: no operation of this process works on them
         self._unfinished = {r["node"] for r in self._records.all() if r["state"] != "ready"}
         try:
@@ -41,6 +60,7 @@ class MainServer:
             log.warning("cannot export the provisioned nodes yet: %s", err)
 
     @Pyro4.expose
+    @audited
     def import_image(self, image, path):
         names.check_image(image)
         names.check_path(path)
@@ -49,6 +69,7 @@ class MainServer:
         return {"image": image, "path": path}
 
     @Pyro4.expose
+    @audited
     def provision(self, image, node):
         names.check_image(image)
         names.check_node(node)
@@ -70,6 +91,7 @@ class MainServer:
         return self._describe(record)
 
     @Pyro4.expose
+    @audited
     def detach_node(self, node, force=False):
         names.check_node(node)
         with self._locks.hold("node:" + node):
@@ -83,6 +105,7 @@ class MainServer:
         return {"node": node, "image": record["image"], "iqn": record["iqn"]}
 
     @Pyro4.expose
+    @audited
     def create_snapshot(self, node, snapshot):
         names.check_node(node)
         names.check_image(snapshot)
@@ -92,18 +115,37 @@ class MainServer:
         return {"node": node, "image": snapshot}
 
     @Pyro4.expose
+    @audited
     def list_all_images(self):
         nodes = [{"node": r["node"], "image": r["image"], "iqn": r["iqn"]}
                  for r in self._records.all() if r["state"] == "ready"]
         return {"images": self._storage.list_images(), "nodes": sorted(nodes, key=lambda n: n["node"])}
 
+    @Pyro4.expose
+    def ping(self):
+        """A no-op round trip: is the server there?"""
+        return "pong"
+
     def keep_targets_exported(self, stop):
         """Until stop is set, give back any target tgtd lost (it restarted, say)."""
+        problem = None
         while not stop.wait(self.settings.BMI_TGT_CHECK_SECONDS):
             try:
                 self._reconcile()
+                problem = None
             except Exception as err:
-                log.warning("cannot check the targets: %s", err)
+                if str(err) != problem:   # say it once, not every few seconds
+                    log.warning("cannot check the targets: %s", err)
+                    problem = str(err)
+
+    def _audit(self, operation, args, kwargs, outcome):
+        caller = getattr(Pyro4.current_context, "client_sock_addr", None)
+        line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           "caller": "%s:%s" % caller[:2] if caller else "in-process",
+                           "operation": operation, "arguments": [_shorten(a) for a in args],
+                           "options": {k: _shorten(v) for k, v in kwargs.items()}, "outcome": outcome})
+        with self._audit_lock:
+            self._audit_log.write(line + "\n")
 
     def _ready_record(self, node):
         record = self._records.get(node)
@@ -149,16 +191,18 @@ class MainServer:
     def _undo(self, record):
         try:
             self._teardown(record, force=True)
-        except Exception as err:   # the caller reports the first failure; a restart retries this
-            log.error("cannot undo the provisioning of %s: %s", record["node"], err)
+        except Exception as err:   # the caller reports the first failure; reconciling retries this
+            log.error("cannot undo the provisioning of %s yet: %s", record["node"], err)
+            self._unfinished.add(record["node"])
 
     def _reconcile(self):
         """Finish taking away what a crash left half done, and export every ready node tgtd lacks."""
         for node in sorted(self._unfinished):
             with self._locks.hold("node:" + node):
                 record = self._records.get(node)
-                log.info("%s was left %s: taking it away", node, record["state"])
-                self._teardown(record, force=True)
+                if record is not None:
+                    log.info("%s was left %s: taking it away", node, record["state"])
+                    self._teardown(record, force=True)
                 self._unfinished.discard(node)
         exported = self._target.exported()
         for record in self._records.all():
@@ -168,6 +212,12 @@ class MainServer:
                         log.info("exporting %s again as %s", record["node"], record["iqn"])
                         self._target.create(record["tid"], record["iqn"], record["backing"],
                                             record["chap_user"], record["chap_secret"])
+
+
+def _shorten(value):
+    """An argument as the audit log keeps it: hostile ones may be huge."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def register_with_name_server(uri, settings, stop):
@@ -196,10 +246,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     settings = config.Settings(**vars(args))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s mainserver %(levelname)s %(message)s")
-    pyrosetup.configure(settings)
+    pyrosetup.configure(settings, create_key=True)
 
     server = MainServer(settings)
-    daemon = Pyro4.Daemon(host=settings.BMI_SERVER_HOST, port=settings.BMI_SERVER_PORT)
+    daemon = pyrosetup.daemon(settings)
     uri = daemon.register(server, objectId=settings.BMI_OBJECT_NAME)
     stop = threading.Event()
     for job in (lambda: register_with_name_server(uri, settings, stop),

@@ -2,8 +2,6 @@
 import argparse
 import logging
 
-import Pyro4.naming
-
 import config
 from bmi import pyrosetup
 
@@ -14,10 +12,9 @@ def main(argv=None):
         parser.add_argument(flag, dest=name, help="overrides %s" % name)
     settings = config.Settings(**vars(parser.parse_args(argv)))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s nameserver %(levelname)s %(message)s")
-    pyrosetup.configure(settings)
+    pyrosetup.configure(settings, create_key=True)
 
-    # no broadcast responder: clients are told where the name server is
-    uri, daemon, _ = Pyro4.naming.startNS(settings.BMI_NS_HOST, settings.BMI_NS_PORT, enableBroadcast=False)
+    uri, daemon = pyrosetup.start_name_server(settings)
     pyrosetup.stop_on_signals()
     logging.info("serving %s", uri)
     try:

@@ -16,7 +16,7 @@ from tests.fixtures import lun_url, make_image_file, node_record, read_lun, stat
 
 pytest_plugins = ["tests.fixtures"]
 
-OPERATIONS = {"import_image", "provision", "detach_node", "create_snapshot", "list_all_images"}
+OPERATIONS = {"import_image", "provision", "detach_node", "create_snapshot", "list_all_images", "ping"}
 
 
 @pytest.fixture

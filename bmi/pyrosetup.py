@@ -1,23 +1,82 @@
-"""Pyro4 settings shared by the name server, the main server and the client."""
+"""Pyro4 settings shared by the name server, the main server and the client: serializers, the
+shared HMAC key that authenticates every message, and optional TLS with client certificates."""
+import os
+import secrets
 import signal
 
 import Pyro4
+import Pyro4.naming
 
 # (flag, setting) pairs every program takes
 COMMON_FLAGS = [("--ns-host", "BMI_NS_HOST"), ("--ns-port", "BMI_NS_PORT"),
                 ("--host", "BMI_SERVER_HOST"), ("--port", "BMI_SERVER_PORT")]
 
+_hmac_key = None
 
-def configure(settings):
+
+def configure(settings, create_key=False):
+    """Set Pyro4 up for this program. The servers create the key file if it is missing."""
+    global _hmac_key
     # serpent and json only: pickle, dill and marshal would let a caller build arbitrary objects
     Pyro4.config.SERIALIZER = "serpent"
     Pyro4.config.SERIALIZERS_ACCEPTED = {"serpent", "json"}
     Pyro4.config.SOCK_REUSE = True   # a restarted server binds its port again at once
     Pyro4.config.THREADPOOL_SIZE = settings.BMI_THREADPOOL_SIZE
+    if settings.BMI_TLS_CERT:
+        # every program shows its certificate, as server and as client, and checks the other's
+        Pyro4.config.SSL = True
+        Pyro4.config.SSL_REQUIRECLIENTCERT = True
+        Pyro4.config.SSL_SERVERCERT = Pyro4.config.SSL_CLIENTCERT = settings.BMI_TLS_CERT
+        Pyro4.config.SSL_SERVERKEY = Pyro4.config.SSL_CLIENTKEY = settings.BMI_TLS_KEY
+        Pyro4.config.SSL_CACERTS = settings.BMI_TLS_CA
+    if create_key:
+        _create_key_file(settings.BMI_KEY_FILE)
+    with open(settings.BMI_KEY_FILE, "rb") as f:
+        _hmac_key = f.read().strip()
+
+
+def _create_key_file(path):
+    """Make the key file, mode 0600, unless it exists. Two programs starting at the same instant
+    both end up with the one key: each writes its own candidate, and linking it into place
+    succeeds for one of them only."""
+    if os.path.exists(path):
+        return
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    candidate = "%s.%d.partial" % (path, os.getpid())
+    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(candidate, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(candidate)
 
 
 def locate_ns(settings):
-    return Pyro4.locateNS(settings.BMI_NS_HOST, settings.BMI_NS_PORT, broadcast=False)
+    return Pyro4.locateNS(settings.BMI_NS_HOST, settings.BMI_NS_PORT, broadcast=False, hmac_key=_hmac_key)
+
+
+def proxy(uri):
+    server = Pyro4.Proxy(uri)
+    server._pyroHmacKey = _hmac_key
+    return server
+
+
+def daemon(settings):
+    server = Pyro4.Daemon(host=settings.BMI_SERVER_HOST, port=settings.BMI_SERVER_PORT)
+    server._pyroHmacKey = _hmac_key
+    return server
+
+
+def start_name_server(settings):
+    """(uri, daemon) of a name server; no broadcast responder: clients are told where it is."""
+    uri, name_server, _ = Pyro4.naming.startNS(settings.BMI_NS_HOST, settings.BMI_NS_PORT,
+                                               enableBroadcast=False, hmac=_hmac_key)
+    return uri, name_server
 
 
 def stop_on_signals():

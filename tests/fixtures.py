@@ -204,6 +204,7 @@ def settings(backend, tgtd, tmp_path, request):
               # what a test VM on qemu's user-mode network sees of the host's loopback
               "BMI_BOOT_PORTAL": "10.0.2.2:%d" % tgtd.port,
               "BMI_NS_PORT": free_port(), "BMI_SERVER_PORT": free_port(),
+              "BMI_KEY_FILE": str(tmp_path / "hmac.key"),
               "BMI_TGT_CHECK_SECONDS": 0.5, "BMI_SCRIPT_TIMEOUT": 60}
     if backend == "rbd":
         cluster = request.getfixturevalue("ceph_cluster")

@@ -76,6 +76,8 @@ def test_help_lists_every_operation(service):
 
 def test_an_unreachable_name_server_is_exit_code_3(settings, tmp_path):
     service = Service(settings, str(tmp_path))
+    with open(settings.BMI_KEY_FILE, "w") as f:   # as a server that ran before left it
+        f.write("0123456789abcdef\n")
     done = service.client("list_all_images")
     assert done.returncode == 3
     assert done.stderr == "mainclient: cannot reach the name server at 127.0.0.1:%d\n" % settings.BMI_NS_PORT
