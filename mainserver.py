@@ -21,15 +21,16 @@ log = logging.getLogger("bmi.mainserver")
 
 
 def audited(operation):
-    """Write every call of operation to the audit log: time, caller, arguments, outcome."""
+    """Write every call of operation to the audit log: time, caller, arguments, outcome, duration."""
     @functools.wraps(operation)
     def call(self, *args, **kwargs):
+        started = time.monotonic()
         try:
             result = operation(self, *args, **kwargs)
         except Exception as err:
-            self._audit(operation.__name__, args, kwargs, "%s: %s" % (type(err).__name__, err))
+            self._audit(operation.__name__, args, kwargs, "%s: %s" % (type(err).__name__, err), started)
             raise
-        self._audit(operation.__name__, args, kwargs, "ok")
+        self._audit(operation.__name__, args, kwargs, "ok", started)
         return result
     return call
 
@@ -138,12 +139,13 @@ class MainServer:
                     log.warning("cannot check the targets: %s", err)
                     problem = str(err)
 
-    def _audit(self, operation, args, kwargs, outcome):
+    def _audit(self, operation, args, kwargs, outcome, started):
         caller = getattr(Pyro4.current_context, "client_sock_addr", None)
         line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                            "caller": "%s:%s" % caller[:2] if caller else "in-process",
                            "operation": operation, "arguments": [_shorten(a) for a in args],
-                           "options": {k: _shorten(v) for k, v in kwargs.items()}, "outcome": outcome})
+                           "options": {k: _shorten(v) for k, v in kwargs.items()}, "outcome": outcome,
+                           "seconds": round(time.monotonic() - started, 6)})
         with self._audit_lock:
             self._audit_log.write(line + "\n")
 

@@ -5,7 +5,6 @@ import secrets
 import signal
 
 import Pyro4
-import Pyro4.naming
 
 # (flag, setting) pairs every program takes
 COMMON_FLAGS = [("--ns-host", "BMI_NS_HOST"), ("--ns-port", "BMI_NS_PORT"),
@@ -74,6 +73,7 @@ def daemon(settings):
 
 def start_name_server(settings):
     """(uri, daemon) of a name server; no broadcast responder: clients are told where it is."""
+    import Pyro4.naming   # here: the client, whose start-up time counts, does not need it
     uri, name_server, _ = Pyro4.naming.startNS(settings.BMI_NS_HOST, settings.BMI_NS_PORT,
                                                enableBroadcast=False, hmac=_hmac_key)
     return uri, name_server

@@ -1,17 +1,14 @@
 """The one way bmi-rpc runs a command: an argument list, never a shell, with a timeout."""
-import ctypes
 import os
 import signal
 import subprocess
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 
-
-def _die_with_server():
-    # A server killed mid-operation must not leave a script finishing the operation on its own:
-    # recovery at the next start undoes the operation, and an orphan script would redo part of it.
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+# A server killed mid-operation must not leave a script finishing the operation on its own:
+# recovery at the next start undoes the operation, and an orphan script would redo part of it.
+# setpriv (util-linux) gives the command a parent-death signal; a preexec_fn doing the same would
+# make every start of a command cost a full fork of the server.
+DIE_WITH_SERVER = ["setpriv", "--pdeathsig", "SIGKILL", "--"]
 
 
 def run(args, timeout, env=None):
@@ -21,9 +18,8 @@ def run(args, timeout, env=None):
     built-in exception types only).
     """
     try:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, text=True,
-                                start_new_session=True, preexec_fn=_die_with_server)
+        proc = subprocess.Popen(DIE_WITH_SERVER + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, text=True, start_new_session=True)
     except OSError as err:
         raise RuntimeError("%s: %s" % (args[0], err.strerror))
     try:

@@ -1,0 +1,277 @@
+"""bmi-rpc benchmark: RPC overhead, provision latency against its scripts, throughput, scaling,
+client start-up and server memory, on the file and rbd backends. Prints a table, writes JSON.
+
+    tools/benchmark [--backend file|rbd|both] [--out FILE] [--nodes 500]
+
+It starts its own tgtd, Ceph cluster (rbd), name server and main server on loopback, as the tests
+do, and stops them by process id.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import config  # noqa: E402
+from bmi import pyrosetup  # noqa: E402
+from mainserver import MainServer  # noqa: E402
+from tests.fixtures import ROOT, CephCluster, Service, Tgtd, free_port, make_image_file  # noqa: E402
+
+TARGETS = {   # name: (figure, limit, what the issue asks)
+    "provision_vs_scripts": ("server-side provision / scripts run directly", 1.10, "at most"),
+    "noop_median_ms": ("no-op round trip median, ms", 1.0, "under"),
+    "throughput_seconds": ("100 concurrent provisions, s", 5.0, "under"),
+    "scaling_ratio": ("provision median at N nodes / at 0", 1.25, "at most"),
+    "client_vs_import": ("mainclient wall time / python -c 'import Pyro4'", 1.5, "at most"),
+    "server_peak_mb": ("main server peak resident memory, MB", 100.0, "under"),
+}
+
+
+def percentiles(samples):
+    samples = sorted(samples)
+    return {"median": statistics.median(samples), "p95": samples[int(0.95 * (len(samples) - 1))],
+            "n": len(samples)}
+
+
+def timed(function, repeat):
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+class Bench:
+    def __init__(self, backend, workdir, cluster):
+        self.workdir = workdir
+        self.tgtd = Tgtd(os.path.join(workdir, "tgtd.log"))
+        self.tgtd.start()
+        values = {"BMI_STATE_DIR": os.path.join(workdir, "state"), "BMI_BACKEND": backend,
+                  "BMI_KEY_FILE": os.path.join(workdir, "hmac.key"),
+                  "BMI_TGT_CONTROL_PORT": self.tgtd.control, "BMI_ISCSI_PORTAL": self.tgtd.portal,
+                  "BMI_NS_PORT": free_port(), "BMI_SERVER_PORT": free_port()}
+        if cluster:
+            values.update(cluster.settings)
+        self.settings = config.Settings(**values)
+        self.service = Service(self.settings, workdir)
+        self.service.start()
+        pyrosetup.configure(self.settings)
+        with pyrosetup.locate_ns(self.settings) as ns:
+            self.uri = ns.lookup(self.settings.BMI_OBJECT_NAME)
+        self.proxy = pyrosetup.proxy(self.uri)
+        image = os.path.join(workdir, "golden.raw")
+        make_image_file(image, 16 * 1024 * 1024)
+        self.proxy.import_image("golden", image)
+
+    def stop(self):
+        self.proxy._pyroRelease()
+        for node in self.service_nodes():
+            self.service.client("detach_node", "--force", node)
+        self.service.stop()
+        self.tgtd.stop()
+
+    def service_nodes(self):
+        return [n["node"] for n in self.proxy.list_all_images()["nodes"]]
+
+    def audit_seconds(self, operation, since):
+        """Server-side durations of operation, from the audit log lines after byte offset since."""
+        with open(self.settings.BMI_AUDIT_LOG) as f:
+            f.seek(since)
+            lines = [json.loads(line) for line in f]
+        return [line["seconds"] for line in lines if line["operation"] == operation and line["outcome"] == "ok"]
+
+    def rpc_overhead(self, repeat=2000):
+        local = MainServer.ping.__get__(object())   # the method itself, without a server behind it
+        return {"in_process": percentiles(timed(local, repeat)),
+                "round_trip": percentiles(timed(self.proxy.ping, repeat))}
+
+    def provision_latency(self, repeat=30):
+        since = os.path.getsize(self.settings.BMI_AUDIT_LOG)
+        client = []
+        for i in range(repeat):
+            started = time.perf_counter()
+            self.proxy.provision("golden", "lat-%d" % i)
+            client.append(time.perf_counter() - started)
+            self.proxy.detach_node("lat-%d" % i)
+        return {"client": percentiles(client), "server": percentiles(self.audit_seconds("provision", since)),
+                "scripts": percentiles(self.scripts_directly(repeat))}
+
+    def scripts_directly(self, repeat):
+        """The floor: the provision's two scripts run by hand, with what tgtd needs."""
+        env = dict(os.environ, **self.settings.environment())
+        storage = os.path.join(ROOT, "scripts", "storage", self.settings.BMI_BACKEND)
+        target = os.path.join(ROOT, "scripts", "target", "tgt")
+        samples = []
+        for i in range(repeat):
+            node, tid = "floor-%d" % i, str(9000 + i)
+            started = time.perf_counter()
+            backing = subprocess.run([storage, "clone", "golden", node], env=env, check=True,
+                                     capture_output=True, text=True).stdout.rstrip("\n").split("\t")
+            subprocess.run([target, "create", tid, "iqn.2026-11.bench:" + node, backing[0], backing[1],
+                            backing[2] if len(backing) > 2 else "", node, "benchsecret12"], env=env, check=True)
+            samples.append(time.perf_counter() - started)
+            subprocess.run([target, "delete", tid, node, "--force"], env=env, check=True)
+            subprocess.run([storage, "remove", node], env=env, check=True)
+        return samples
+
+    def provision_many(self, nodes, clients):
+        """Provision nodes with `clients` concurrent proxies; return the wall time."""
+        pending = list(nodes)
+        lock = threading.Lock()
+        failures = []
+
+        def work():
+            with pyrosetup.proxy(self.uri) as proxy:
+                while True:
+                    with lock:
+                        if not pending:
+                            return
+                        node = pending.pop()
+                    try:
+                        proxy.provision("golden", node)
+                    except Exception as err:
+                        failures.append("%s: %s" % (node, err))
+
+        threads = [threading.Thread(target=work) for _ in range(clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise RuntimeError("%d provisions failed, first: %s" % (len(failures), failures[0]))
+        return time.perf_counter() - started
+
+    def throughput(self, count=100):
+        seconds = self.provision_many(["tp-%d" % i for i in range(count)], count)
+        return {"nodes": count, "seconds": seconds, "per_second": count / seconds}
+
+    def scaling(self, sizes, repeat=20):
+        result = {}
+        existing = len(self.service_nodes())
+        for size in sizes:
+            if size > existing:
+                self.provision_many(["scale-%d" % i for i in range(existing, size)], 8)
+                existing = size
+            since = os.path.getsize(self.settings.BMI_AUDIT_LOG)
+            for i in range(repeat):
+                self.proxy.provision("golden", "probe-%d" % i)
+                self.proxy.detach_node("probe-%d" % i)
+            result[str(size)] = percentiles(self.audit_seconds("provision", since))
+        return result
+
+    def detach_all(self):
+        nodes = self.service_nodes()
+
+        def detach(chunk):
+            with pyrosetup.proxy(self.uri) as proxy:
+                for node in chunk:
+                    proxy.detach_node(node, force=True)
+
+        threads = [threading.Thread(target=detach, args=(nodes[i::8],)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def server_memory_mb(self):
+        """(now, peak) resident memory of the main server process."""
+        with open("/proc/%d/status" % self.service.mainserver.pid) as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+    def client_wall_time(self, repeat=20):
+        client = [sys.executable, os.path.join(ROOT, "mainclient.py"), "list_all_images"]
+        env = dict(os.environ, **self.settings.environment())
+        run = lambda argv: subprocess.run(argv, env=env, check=True, capture_output=True)  # noqa: E731
+        return {"mainclient_list": percentiles(timed(lambda: run(client), repeat)),
+                "import_pyro4": percentiles(timed(lambda: run([sys.executable, "-c", "import Pyro4"]), repeat))}
+
+
+def run_backend(backend, nodes, workdir, cluster):
+    bench = Bench(backend, workdir, cluster)
+    try:
+        figures = {"rpc": bench.rpc_overhead(), "provision": bench.provision_latency(),
+                   "client": bench.client_wall_time()}
+        figures["throughput"] = bench.throughput()
+        figures["memory_after_throughput_mb"] = bench.server_memory_mb()[0]
+        bench.detach_all()
+        figures["scaling"] = bench.scaling([0, 100, nodes])
+        figures["memory_mb"], figures["peak_memory_mb"] = bench.server_memory_mb()
+        bench.detach_all()
+    finally:
+        bench.stop()
+    return figures
+
+
+def verdicts(figures, nodes):
+    ratio = lambda a, b: a / b  # noqa: E731
+    return {
+        "provision_vs_scripts": ratio(figures["provision"]["server"]["median"], figures["provision"]["scripts"]["median"]),
+        "noop_median_ms": figures["rpc"]["round_trip"]["median"] * 1000,
+        "throughput_seconds": figures["throughput"]["seconds"],
+        "scaling_ratio": ratio(figures["scaling"][str(nodes)]["median"], figures["scaling"]["0"]["median"]),
+        "client_vs_import": ratio(figures["client"]["mainclient_list"]["median"],
+                                  figures["client"]["import_pyro4"]["median"]),
+        "server_peak_mb": figures["peak_memory_mb"],
+    }
+
+
+def table(results):
+    lines = ["%-52s %10s %10s  %s" % ("figure", "file", "rbd", "target")]
+    for key, (label, limit, how) in TARGETS.items():
+        cells = ["%10.3f" % results[b]["verdicts"][key] if b in results else "%10s" % "-" for b in ("file", "rbd")]
+        lines.append("%-52s %s %s  %s %g" % (label, cells[0], cells[1], how, limit))
+    for backend in ("file", "rbd"):
+        if backend not in results:
+            continue
+        f = results[backend]["figures"]
+        lines.append("")
+        lines.append("%s: round trip median %.3f ms p95 %.3f ms, in-process %.4f ms" % (
+            backend, f["rpc"]["round_trip"]["median"] * 1e3, f["rpc"]["round_trip"]["p95"] * 1e3,
+            f["rpc"]["in_process"]["median"] * 1e3))
+        lines.append("%s: provision median/p95 ms: client %.1f/%.1f, server %.1f/%.1f, scripts %.1f/%.1f" % (
+            (backend,) + tuple(f["provision"][k][s] * 1e3 for k in ("client", "server", "scripts")
+                               for s in ("median", "p95"))))
+        lines.append("%s: 100 concurrent provisions in %.2f s (%.1f/s); provision median at %s" % (
+            backend, f["throughput"]["seconds"], f["throughput"]["per_second"],
+            ", ".join("%s nodes %.1f ms" % (n, p["median"] * 1e3) for n, p in f["scaling"].items())))
+        lines.append("%s: mainclient %.1f ms, import Pyro4 %.1f ms; server memory %.1f MB now, %.1f MB peak" % (
+            backend, f["client"]["mainclient_list"]["median"] * 1e3, f["client"]["import_pyro4"]["median"] * 1e3,
+            f["memory_mb"], f["peak_memory_mb"]))
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["file", "rbd", "both"], default="both")
+    parser.add_argument("--nodes", type=int, default=500, help="largest number of nodes for the scaling figure")
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results.json"))
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bmi-bench-") as workdir:
+        cluster = CephCluster(os.path.join(workdir, "ceph")) if args.backend != "file" else None
+        try:
+            for backend in (["file", "rbd"] if args.backend == "both" else [args.backend]):
+                os.makedirs(os.path.join(workdir, backend))
+                figures = run_backend(backend, args.nodes, os.path.join(workdir, backend), cluster)
+                results[backend] = {"figures": figures, "verdicts": verdicts(figures, args.nodes)}
+        finally:
+            if cluster:
+                cluster.stop()
+    print(table(results))
+    results["targets"] = {key: {"limit": limit, "how": how, "figure": label} for key, (label, limit, how) in TARGETS.items()}
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print("\nwritten to %s" % args.out)
+
+
+if __name__ == "__main__":
+    main()
