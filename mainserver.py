@@ -95,6 +95,8 @@ class MainServer:
     @audited
     def detach_node(self, node, force=False):
         names.check_node(node)
+        if not isinstance(force, bool):
+            raise ValueError("force must be true or false, not %r" % (force,))
         with self._locks.hold("node:" + node):
             record = self._ready_record(node)
             if not force:
@@ -146,8 +148,11 @@ class MainServer:
                            "operation": operation, "arguments": [_shorten(a) for a in args],
                            "options": {k: _shorten(v) for k, v in kwargs.items()}, "outcome": outcome,
                            "seconds": round(time.monotonic() - started, 6)})
-        with self._audit_lock:
-            self._audit_log.write(line + "\n")
+        try:
+            with self._audit_lock:
+                self._audit_log.write(line + "\n")
+        except OSError as err:   # a full disk, say: the operation itself is done and stays done
+            log.error("cannot write the audit log: %s; the line was %s", err, line)
 
     def _ready_record(self, node):
         record = self._records.get(node)
@@ -181,21 +186,25 @@ class MainServer:
         Any target at the node's tid is the node's: tids come from the node records, and the
         tgtd instance (BMI_TGT_CONTROL_PORT) belongs to this service alone.
         """
-        self._target.delete(record["tid"], record["chap_user"], force)
-        record["state"] = "detaching"   # past the only step that may refuse
-        self._records.save(record)
-        for path in (self._boot_script_path(record["node"]), self._boot_script_path(record["node"]) + ".partial"):
-            if os.path.exists(path):
-                os.unlink(path)
-        self._storage.remove(record["node"])
-        self._records.delete(record["node"])
+        try:
+            self._target.delete(record["tid"], record["chap_user"], force)
+            record["state"] = "detaching"   # past the only step that may refuse
+            self._records.save(record)
+            for path in (self._boot_script_path(record["node"]), self._boot_script_path(record["node"]) + ".partial"):
+                if os.path.exists(path):
+                    os.unlink(path)
+            self._storage.remove(record["node"])
+            self._records.delete(record["node"])
+        except Exception:
+            if record["state"] != "ready":   # half taken away: reconciling finishes it
+                self._unfinished.add(record["node"])
+            raise
 
     def _undo(self, record):
         try:
             self._teardown(record, force=True)
         except Exception as err:   # the caller reports the first failure; reconciling retries this
             log.error("cannot undo the provisioning of %s yet: %s", record["node"], err)
-            self._unfinished.add(record["node"])
 
     def _reconcile(self):
         """Finish taking away what a crash left half done, and export every ready node tgtd lacks."""
@@ -206,9 +215,12 @@ class MainServer:
                     log.info("%s was left %s: taking it away", node, record["state"])
                     self._teardown(record, force=True)
                 self._unfinished.discard(node)
+        # Ready before the listing, so a target missing from it is really missing; a node that
+        # becomes ready meanwhile is not looked at.
+        ready = [record for record in self._records.all() if record["state"] == "ready"]
         exported = self._target.exported()
-        for record in self._records.all():
-            if record["state"] == "ready" and exported.get(record["tid"]) != record["iqn"]:
+        for record in ready:
+            if exported.get(record["tid"]) != record["iqn"]:
                 with self._locks.hold("node:" + record["node"]):
                     if self._records.get(record["node"]) is record:   # not detached meanwhile
                         log.info("exporting %s again as %s", record["node"], record["iqn"])
