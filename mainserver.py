@@ -269,14 +269,10 @@ def main(argv=None):
     for job in (lambda: register_with_name_server(uri, settings, stop),
                 lambda: server.keep_targets_exported(stop)):
         threading.Thread(target=job, daemon=True).start()
-    pyrosetup.stop_on_signals()
-    log.info("serving %s", uri)
     try:
-        daemon.requestLoop()
+        pyrosetup.serve(daemon, uri, log)
     finally:
         stop.set()
-        daemon.close()
-    log.info("stopped")
 
 
 if __name__ == "__main__":

@@ -15,13 +15,7 @@ def main(argv=None):
     pyrosetup.configure(settings, create_key=True)
 
     uri, daemon = pyrosetup.start_name_server(settings)
-    pyrosetup.stop_on_signals()
-    logging.info("serving %s", uri)
-    try:
-        daemon.requestLoop()
-    finally:
-        daemon.close()
-    logging.info("stopped")
+    pyrosetup.serve(daemon, uri, logging.getLogger("bmi.nameserver"))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,12 @@ def start_name_server(settings):
     return uri, name_server
 
 
-def stop_on_signals():
-    """SIGTERM stops a request loop as SIGINT does: the loop returns and the program closes cleanly."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+def serve(daemon, uri, log):
+    """Serve until SIGINT or SIGTERM, then close the daemon: the program ends cleanly either way."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM too ends the request loop
+    log.info("serving %s", uri)
+    try:
+        daemon.requestLoop()
+    finally:
+        daemon.close()
+    log.info("stopped")
