@@ -132,8 +132,8 @@ def main(argv):
         return EXIT_USAGE
     try:
         pyrosetup.configure(settings)
-    except OSError as err:
-        print("mainclient: authentication failed: cannot read the key file: %s" % err, file=sys.stderr)
+    except (OSError, ValueError) as err:   # no usable key file, or TLS half configured
+        print("mainclient: authentication failed: %s" % err, file=sys.stderr)
         return EXIT_UNREACHABLE
     try:
         result = call(settings, operation, arguments, options)

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 
@@ -146,7 +147,7 @@ class MainServer:
         line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                            "caller": "%s:%s" % caller[:2] if caller else "in-process",
                            "operation": operation, "arguments": [_shorten(a) for a in args],
-                           "options": {k: _shorten(v) for k, v in kwargs.items()}, "outcome": outcome,
+                           "options": {k: _shorten(v) for k, v in kwargs.items()}, "outcome": _shorten(outcome),
                            "seconds": round(time.monotonic() - started, 6)})
         try:
             with self._audit_lock:
@@ -260,7 +261,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     settings = config.Settings(**vars(args))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s mainserver %(levelname)s %(message)s")
-    pyrosetup.configure(settings, create_key=True)
+    try:
+        pyrosetup.configure(settings, create_key=True)
+    except (OSError, ValueError) as err:
+        sys.exit("mainserver: %s" % err)
 
     server = MainServer(settings)
     daemon = pyrosetup.daemon(settings)

@@ -1,16 +1,20 @@
 """Pyro4 settings shared by the name server, the main server and the client: serializers, the
 shared HMAC key that authenticates every message, and optional TLS with client certificates."""
+import functools
 import os
 import secrets
 import signal
+import ssl
 
 import Pyro4
+import Pyro4.socketutil
 
 # (flag, setting) pairs every program takes
 COMMON_FLAGS = [("--ns-host", "BMI_NS_HOST"), ("--ns-port", "BMI_NS_PORT"),
                 ("--host", "BMI_SERVER_HOST"), ("--port", "BMI_SERVER_PORT")]
 
 _hmac_key = None
+MIN_KEY_BYTES = 16
 
 
 def configure(settings, create_key=False):
@@ -22,6 +26,10 @@ def configure(settings, create_key=False):
     Pyro4.config.SOCK_REUSE = True   # a restarted server binds its port again at once
     Pyro4.config.THREADPOOL_SIZE = settings.BMI_THREADPOOL_SIZE
     if settings.BMI_TLS_CERT:
+        if not settings.BMI_TLS_CA:
+            raise ValueError("BMI_TLS_CERT needs BMI_TLS_CA, the CA that signed every program's certificate")
+        # Pyro4's own contexts trust the system's CAs too, and handshake in the accepting thread
+        Pyro4.socketutil.getSSLcontext = _ssl_context
         # every program shows its certificate, as server and as client, and checks the other's
         Pyro4.config.SSL = True
         Pyro4.config.SSL_REQUIRECLIENTCERT = True
@@ -32,6 +40,34 @@ def configure(settings, create_key=False):
         _create_key_file(settings.BMI_KEY_FILE)
     with open(settings.BMI_KEY_FILE, "rb") as f:
         _hmac_key = f.read().strip()
+    if len(_hmac_key) < MIN_KEY_BYTES:
+        # an empty key is no key to Pyro4: it would sign nothing and check nothing
+        raise ValueError("the key file %s holds no usable key (%d bytes, at least %d needed)"
+                         % (settings.BMI_KEY_FILE, len(_hmac_key), MIN_KEY_BYTES))
+
+
+class _ServerContext(ssl.SSLContext):
+    """Its connections do their TLS handshake in the thread that serves them, at their first read,
+    not in the one thread that accepts every connection: a peer that connects and says nothing
+    holds up no one else."""
+
+    def wrap_socket(self, sock, server_side=False, do_handshake_on_connect=True, *args, **kwargs):
+        return super().wrap_socket(sock, server_side, False, *args, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _ssl_context(servercert="", serverkey="", clientcert="", clientkey="", cacerts="", keypassword=""):
+    """Stands in for Pyro4.socketutil.getSSLcontext: trusts BMI_TLS_CA alone."""
+    if servercert:
+        context = _ServerContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(servercert, serverkey or None, keypassword or None)
+        context.verify_mode = ssl.CERT_REQUIRED   # the client shows a certificate of the CA
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)   # checks the server's certificate and address
+        context.load_cert_chain(clientcert, clientkey or None, keypassword or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=cacerts)
+    return context
 
 
 def _create_key_file(path):
