@@ -261,6 +261,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     settings = config.Settings(**vars(args))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s mainserver %(levelname)s %(message)s")
+    os.umask(0o077)   # node disks, records, boot scripts and logs are for root alone
     try:
         pyrosetup.configure(settings, create_key=True)
     except (OSError, ValueError) as err:
