@@ -40,18 +40,30 @@ class NodeRecords:
                 raise RuntimeError("node %s is already provisioned (from image %s)" % (old["node"], old["image"]))
             used = {r["tid"] for r in self._records.values()}
             record["tid"] = next(tid for tid in range(1, len(used) + 2) if tid not in used)
-            self._records[record["node"]] = record
-        self.save(record)
+            self._records[record["node"]] = record   # holds the tid while the record is written
+        try:
+            self.save(record)
+        except BaseException:   # a full disk, say: the node was never there
+            with self._lock:
+                if self._records.get(record["node"]) is record:
+                    del self._records[record["node"]]
+            raise
 
     def save(self, record):
+        """Write the record whole or not at all, then keep it in memory."""
         path = os.path.join(self.directory, record["node"] + ".json")
         partial = os.path.join(self.directory, "." + record["node"] + ".json.partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, path)
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, path)
+        except BaseException:
+            if os.path.exists(partial):
+                os.unlink(partial)
+            raise
         with self._lock:
             self._records[record["node"]] = record
 

@@ -78,17 +78,20 @@ def _create_key_file(path):
         return
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     candidate = "%s.%d.partial" % (path, os.getpid())
-    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
     try:
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.link(candidate, path)
     except FileExistsError:
         pass
+    except OSError as err:
+        raise OSError(err.errno, "cannot create the key file %s: %s" % (path, err.strerror)) from err
     finally:
-        os.unlink(candidate)
+        if os.path.exists(candidate):
+            os.unlink(candidate)
 
 
 def locate_ns(settings):

@@ -5,10 +5,11 @@ import subprocess
 
 
 # A server killed mid-operation must not leave a script finishing the operation on its own:
-# recovery at the next start undoes the operation, and an orphan script would redo part of it.
-# setpriv (util-linux) gives the command a parent-death signal; a preexec_fn doing the same would
+# recovery at the next start undoes the operation, and an orphan command would redo part of it.
+# setpriv (util-linux) sends the script SIGTERM when the server dies, and the script then kills
+# every command it started (the end of each script). A preexec_fn setting the same signal would
 # make every start of a command cost a full fork of the server.
-DIE_WITH_SERVER = ["setpriv", "--pdeathsig", "SIGKILL", "--"]
+DIE_WITH_SERVER = ["setpriv", "--pdeathsig", "SIGTERM", "--"]
 
 
 def run(args, timeout, env=None):
@@ -19,7 +20,8 @@ def run(args, timeout, env=None):
     """
     try:
         proc = subprocess.Popen(DIE_WITH_SERVER + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, text=True, start_new_session=True)
+                                stderr=subprocess.PIPE, env=env, text=True, start_new_session=True,
+                                errors="backslashreplace")   # a hostile path in a message is no crash
     except OSError as err:
         raise RuntimeError("%s: %s" % (args[0], err.strerror))
     try:

@@ -133,6 +133,22 @@ class Tgtd:
         return {int(line.split()[1].rstrip(":")): line.split()[2]
                 for line in out.splitlines() if line.startswith("Target ")}
 
+    def exports(self):
+        """{iqn: {"luns": backing stores, "accounts": bound CHAP users, "acl": initiators allowed}} of every
+        target, from tgtadm's listing: a target is whole once its ACL is there, the last thing made."""
+        targets, target, section = {}, None, None
+        for line in self.admin("--op", "show", "--mode", "target").stdout.splitlines():
+            if line.startswith("Target "):
+                target = targets[line.split()[2]] = {"luns": [], "accounts": [], "acl": []}
+            elif line.startswith("    ") and not line.startswith("     "):
+                section = {"LUN information:": "luns", "Account information:": "accounts",
+                           "ACL information:": "acl"}.get(line.strip())
+            elif section == "luns" and line.strip().startswith("Backing store path:"):
+                target["luns"].append(line.split(":", 1)[1].strip())
+            elif section in ("accounts", "acl") and line.strip():
+                target[section].append(line.strip())
+        return targets
+
     def accounts(self):
         out = self.admin("--op", "show", "--mode", "account").stdout
         return sorted(line.strip() for line in out.splitlines()[1:])

@@ -116,9 +116,9 @@ def test_tgtd_restart_gets_every_target_back_without_a_server_restart(service, s
     service.client("import_image", "golden", str(tmp_path / "golden.raw"))
     for node in ("node-a", "node-b"):
         assert service.client("provision", "golden", node).returncode == 0
-    exported = tgtd.targets()
+    exported = tgtd.exports()
     tgtd.restart()
-    wait_until(lambda: tgtd.targets() == exported, 20, "targets back")
+    wait_until(lambda: tgtd.exports() == exported, 20, "targets back whole")
     assert read_lun(lun_url(settings, "node-b"), tmp_path / "b.raw") == golden
 
 

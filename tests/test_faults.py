@@ -1,0 +1,338 @@
+"""Faults: a server killed or frozen halfway through an operation, a script that hangs, a full disk.
+
+Each test runs on every storage backend, and checks that the service comes back by itself within a
+bounded time, with every operation either whole or taken back.
+"""
+import contextlib
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+pytest.register_assert_rewrite("tests.fixtures")
+
+import config
+from mainserver import MainServer
+from tests.fixtures import (ROOT, Service, lun_url, make_image_file, node_record, read_lun, state_of,
+                            stop_process, wait_until)
+
+pytest_plugins = ["tests.fixtures"]   # so that this file also runs on its own
+
+MiB = 1024 * 1024
+
+
+@contextlib.contextmanager
+def frozen(tgtd):
+    """tgtd stopped with SIGSTOP: every tgtadm call, and so every target script, blocks until it goes on."""
+    os.kill(tgtd.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(tgtd.proc.pid, signal.SIGCONT)
+
+
+def eventually_equal(get, expected, timeout):
+    """Wait until get() returns expected; if it does not in time, the assertion shows the difference."""
+    deadline = time.monotonic() + timeout
+    while (value := get()) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert value == expected
+
+
+def record_state(settings, node):
+    try:
+        return node_record(settings, node)["state"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def has_disk(settings, node):
+    """Without tgtd, which may be frozen (state_of asks it too)."""
+    if settings.BMI_BACKEND == "file":
+        return os.path.exists(os.path.join(settings.BMI_STATE_DIR, "disks", node + ".img"))
+    listing = subprocess.run(["rbd", "--conf", settings.BMI_CEPH_CONF, "--id", settings.BMI_CEPH_ID,
+                              "-p", settings.BMI_CEPH_POOL, "ls"], capture_output=True, text=True, timeout=60)
+    return "node." + node in listing.stdout.split()
+
+
+
+
+def fill_up(path):
+    """Write a file that takes every byte its filesystem has left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        for chunk in (MiB, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def tmpfs(directory, size):
+    """A tmpfs of size bytes mounted on directory (made if missing), unmounted afterwards."""
+    os.makedirs(directory, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dk,mode=0700" % (size // 1024), "tmpfs", directory],
+                   check=True, timeout=30)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", directory], check=True, timeout=30)
+
+
+def import_golden(service, tmp_path, size=MiB):
+    data = make_image_file(tmp_path / "golden.raw", size)
+    done = service.client("import_image", "golden", str(tmp_path / "golden.raw"))
+    assert done.returncode == 0, done.stderr
+    return data
+
+
+# 1. The name server
+
+
+def test_a_killed_name_server_finds_the_main_server_again_once_restarted(service):
+    service.nameserver.kill()   # SIGKILL: no clean stop, the registrations are simply gone
+    service.nameserver.wait(10)
+    restarted = time.monotonic()
+    service.start_nameserver()
+    wait_until(lambda: service.client("list_all_images").returncode == 0, 30, "main server found again")
+    assert time.monotonic() - restarted < 10
+    assert service.mainserver.poll() is None   # it registered again by itself, without a restart
+
+
+# 2. The main server killed halfway through a provision
+
+
+def tgtadm_calls(tgtd):
+    """The argument lists of the tgtadm processes running on this tgtd."""
+    calls = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                args = f.read().decode().split("\0")
+        except OSError:   # gone meanwhile
+            continue
+        if os.path.basename(args[0]) == "tgtadm" and args[1:3] == ["-C", str(tgtd.control)]:
+            calls.append(args)
+    return calls
+
+
+def provision_killed_halfway(service, settings, tgtd, node):
+    """Run mainclient provision; with tgtd frozen, SIGKILL the main server once the node's disk is made
+    and its target script waits for tgtd. Returns the client's exit code, stdout and stderr."""
+    client = subprocess.Popen([sys.executable, os.path.join(ROOT, "mainclient.py"), "provision", "golden", node],
+                              env=service.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: record_state(settings, node) == "provisioning" and has_disk(settings, node) and
+                   any("new" in call for call in tgtadm_calls(tgtd)), 60, "%s's target being made" % node)
+        service.mainserver.kill()
+        service.mainserver.wait(10)
+        out, err = client.communicate(timeout=60)
+        return client.returncode, out, err
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(10)
+
+
+def test_a_main_server_killed_halfway_through_provision_undoes_it_when_it_starts_again(service, settings, tgtd,
+                                                                                       tmp_path):
+    golden = import_golden(service, tmp_path)
+    before = state_of(settings, tgtd)
+    with frozen(tgtd):   # the target script blocks in tgtadm: the provision stops after the clone
+        code, out, err = provision_killed_halfway(service, settings, tgtd, "node-a")
+    assert (code, out) == (3, ""), err   # the client lost its server
+    assert "cannot reach the main server" in err
+
+    service.start_mainserver()
+    service.wait_ready()
+    nodes = json.loads(service.client("--json", "list_all_images").stdout)["nodes"]
+    if nodes:   # finished after all: then it is whole
+        assert nodes == [{"node": "node-a", "image": "golden", "iqn": settings.BMI_IQN_PREFIX + ":node-a"}]
+        assert read_lun(lun_url(settings, "node-a"), tmp_path / "back.raw") == golden
+    else:       # or taken back: no record, boot script, disk, target or CHAP account is left
+        eventually_equal(lambda: state_of(settings, tgtd), before, 30)
+
+    # no lock or record left in the way of the same node
+    done = service.client("provision", "golden", "node-a")
+    assert done.returncode == 0, done.stderr
+    assert read_lun(lun_url(settings, "node-a"), tmp_path / "again.raw") == golden
+    assert service.client("detach_node", "node-a").returncode == 0
+    assert state_of(settings, tgtd) == before
+
+
+def test_a_killed_main_server_leaves_no_command_of_its_scripts_running(service, settings, tgtd, tmp_path):
+    import_golden(service, tmp_path)
+    with frozen(tgtd):
+        provision_killed_halfway(service, settings, tgtd, "node-a")
+        # An orphan tgtadm would make its target as soon as tgtd goes on: maybe after a restarted
+        # server took the half-made node away, leaving a target nobody knows of.
+        wait_until(lambda: not tgtadm_calls(tgtd), 10, "the target script's tgtadm gone with the server")
+
+
+# 3. tgtd killed and restarted
+
+
+def test_tgtd_restarted_twice_gives_back_every_target_and_chap_account(service, settings, tgtd, tmp_path):
+    golden = import_golden(service, tmp_path)
+    nodes = ["node-a", "node-b", "node-c"]
+    for node in nodes:
+        assert service.client("provision", "golden", node).returncode == 0
+    exported = tgtd.exports()
+    assert {iqn: (target["accounts"], target["acl"]) for iqn, target in exported.items()} == {
+        settings.BMI_IQN_PREFIX + ":" + node: ([node], ["ALL"]) for node in nodes}
+
+    for _ in range(2):   # twice: what the first recovery did is not in the way of the second
+        tids = tgtd.targets()
+        tgtd.restart()
+        eventually_equal(lambda: (tgtd.targets(), tgtd.exports(), tgtd.accounts()), (tids, exported, nodes), 20)
+    assert service.mainserver.poll() is None   # no main server restart
+    for node in nodes:
+        assert read_lun(lun_url(settings, node), tmp_path / (node + ".raw")) == golden
+    with pytest.raises(subprocess.CalledProcessError):   # CHAP is required again, not only the account back
+        read_lun(lun_url(settings, "node-b", credentials=False), tmp_path / "anonymous.raw")
+
+
+# 4. A script that hangs
+
+
+@pytest.fixture
+def impatient_server(settings):
+    """An in-process main server whose scripts may run 3 s, checking tgtd in the background as the real one does."""
+    main = MainServer(config.Settings(**dict(settings.environment(), BMI_SCRIPT_TIMEOUT="3")))
+    stop = threading.Event()
+    checker = threading.Thread(target=main.keep_targets_exported, args=(stop,), daemon=True)
+    checker.start()
+    yield main
+    stop.set()
+    checker.join(30)
+    for node in main.list_all_images()["nodes"]:
+        main.detach_node(node["node"], force=True)
+
+
+def test_a_hanging_script_times_out_and_the_provision_is_taken_back(impatient_server, settings, tgtd, tmp_path):
+    golden = make_image_file(tmp_path / "golden.raw", MiB)
+    impatient_server.import_image("golden", str(tmp_path / "golden.raw"))
+    before = state_of(settings, tgtd)
+    with frozen(tgtd):
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="^tgt create timed out after 3 s$"):
+            impatient_server.provision("golden", "node-a")
+        assert time.monotonic() - started < 30   # create and its undo each time out after 3 s
+    eventually_equal(lambda: state_of(settings, tgtd), before, 30)   # the background check finishes the undo
+
+    impatient_server.provision("golden", "node-a")
+    assert read_lun(lun_url(settings, "node-a"), tmp_path / "back.raw") == golden
+    impatient_server.detach_node("node-a")
+    assert state_of(settings, tgtd) == before
+
+
+# 5. A full disk
+
+
+FILLER = "filler"   # the file that fills a state directory up
+
+
+@pytest.fixture
+def small_service(settings, tgtd, tmp_path):
+    """The three processes, with BMI_STATE_DIR on a 3 MiB tmpfs of its own."""
+    with tmpfs(settings.BMI_STATE_DIR, 3 * MiB):
+        processes = Service(settings, str(tmp_path))
+        try:
+            processes.start()
+            yield processes
+            with contextlib.suppress(FileNotFoundError):   # room for the detaches, whatever the test left
+                os.unlink(os.path.join(settings.BMI_STATE_DIR, FILLER))
+            for node in json.loads(processes.client("--json", "list_all_images").stdout or '{"nodes": []}')["nodes"]:
+                processes.client("detach_node", "--force", node["node"])
+        finally:
+            processes.stop()
+
+
+def test_a_full_state_directory_fails_provision_cleanly_and_the_service_goes_on(small_service, settings, tgtd,
+                                                                                 tmp_path):
+    golden = import_golden(small_service, tmp_path)
+    filler = os.path.join(settings.BMI_STATE_DIR, FILLER)
+    if settings.BMI_BACKEND == "file":
+        # node disks are 1 MiB copies in the state directory: provision until one does not fit
+        for number in range(5):
+            node = "node-%d" % number
+            before = state_of(settings, tgtd)
+            done = small_service.client("provision", "golden", node)
+            if done.returncode != 0:
+                break
+    else:
+        # the state directory holds only records, boot scripts and the audit log: leave it no room
+        node = "node-0"
+        fill_up(filler)
+        before = state_of(settings, tgtd)
+        done = small_service.client("provision", "golden", node)
+    assert (done.returncode, done.stdout, done.stderr.count("\n")) == (1, "", 1), done.stderr
+    assert done.stderr.startswith("mainclient: provision failed: ") and "No space left on device" in done.stderr
+    # nothing half written: no partial file, no record of the node, no target, no disk
+    assert state_of(settings, tgtd) == before
+
+    if settings.BMI_BACKEND == "file":
+        assert small_service.client("detach_node", "node-0").returncode == 0
+    else:
+        os.unlink(filler)
+    done = small_service.client("provision", "golden", node)
+    assert done.returncode == 0, done.stderr
+    assert read_lun(lun_url(settings, node), tmp_path / "back.raw") == golden
+
+
+def test_an_audit_log_that_cannot_be_written_does_not_misreport_operations(settings, tgtd, tmp_path):
+    make_image_file(tmp_path / "golden.raw", MiB)
+    audit_dir = str(tmp_path / "audit")
+    with tmpfs(audit_dir, 64 * 1024):
+        filler = os.path.join(audit_dir, "filler")
+        fill_up(filler)   # before the server opens its log: not one line fits
+        main = MainServer(config.Settings(**dict(settings.environment(),
+                                                 BMI_AUDIT_LOG=os.path.join(audit_dir, "audit.log"))))
+        try:
+            for operation, *arguments in [("import_image", "golden", str(tmp_path / "golden.raw")),
+                                          ("provision", "golden", "node-a"), ("detach_node", "node-a")]:
+                before = state_of(settings, tgtd)
+                try:
+                    getattr(main, operation)(*arguments)
+                except Exception as err:   # refused for want of an audit line: then it says so, changing nothing
+                    assert "audit" in str(err), "%s: %s: %s" % (operation, type(err).__name__, err)
+                    assert state_of(settings, tgtd) == before, operation
+
+            os.unlink(filler)   # room again: every line that makes it to the log is whole
+            main.list_all_images()
+            with open(os.path.join(audit_dir, "audit.log")) as f:
+                lines = [json.loads(line) for line in f]
+            assert (lines[-1]["operation"], lines[-1]["outcome"]) == ("list_all_images", "ok")
+        finally:
+            if os.path.exists(filler):
+                os.unlink(filler)
+            for node in main.list_all_images()["nodes"]:
+                main.detach_node(node["node"], force=True)
+            main._audit_log.close()   # or the tmpfs cannot be unmounted
+
+
+def test_a_main_server_that_cannot_write_its_key_file_says_so_and_leaves_no_partial_file(settings, tmp_path):
+    key_dir = str(tmp_path / "keys")
+    with tmpfs(key_dir, 64 * 1024):
+        fill_up(os.path.join(key_dir, "filler"))
+        key_file = os.path.join(key_dir, "hmac.key")
+        service = Service(config.Settings(**dict(settings.environment(), BMI_KEY_FILE=key_file)), str(tmp_path))
+        service.start_mainserver()
+        try:
+            assert service.mainserver.wait(30) != 0
+        finally:
+            stop_process(service.mainserver)
+        assert os.listdir(key_dir) == ["filler"]
+    log = service.log("mainserver")
+    assert "No space left on device" in log and key_file in log, log
