@@ -12,6 +12,8 @@ from tests.bootdisk import boot_sector, write_boot_image
 from tests.bootvm import IPXE_ROM, booted_node, wait_for_marker
 from tests.fixtures import lun_url, require, require_command, write_lun
 
+pytest_plugins = ["tests.fixtures"]   # so that this file also runs on its own
+
 BOOT_SECONDS = 180   # about 10 s seen here; room for a loaded machine
 
 

@@ -6,8 +6,10 @@ import subprocess
 
 import pytest
 
-from tests.fixtures import (Service, free_port, lun_url, make_image_file, read_lun, require_command,
+from tests.fixtures import (Service, lun_url, make_image_file, read_lun, require_command,
                             stop_process, wait_until)
+
+pytest_plugins = ["tests.fixtures"]   # so that this file also runs on its own
 
 
 def test_provision_exports_the_golden_image_to_a_real_initiator(service, settings, tgtd, tmp_path):
