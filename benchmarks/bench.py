@@ -93,33 +93,42 @@ class Bench:
                 "round_trip": percentiles(timed(self.proxy.ping, repeat))}
 
     def provision_latency(self, repeat=30):
+        """Through the server and by the scripts alone, in turns, so that both see the same machine."""
         since = os.path.getsize(self.settings.BMI_AUDIT_LOG)
-        client = []
+        client, scripts = [], []
         for i in range(repeat):
             started = time.perf_counter()
             self.proxy.provision("golden", "lat-%d" % i)
             client.append(time.perf_counter() - started)
             self.proxy.detach_node("lat-%d" % i)
+            scripts.append(self.scripts_directly(i))
+            self.scripts_undo(i)
         return {"client": percentiles(client), "server": percentiles(self.audit_seconds("provision", since)),
-                "scripts": percentiles(self.scripts_directly(repeat))}
+                "scripts": percentiles(scripts)}
 
-    def scripts_directly(self, repeat):
-        """The floor: the provision's two scripts run by hand, with what tgtd needs."""
-        env = dict(os.environ, **self.settings.environment())
-        storage = os.path.join(ROOT, "scripts", "storage", self.settings.BMI_BACKEND)
-        target = os.path.join(ROOT, "scripts", "target", "tgt")
-        samples = []
-        for i in range(repeat):
-            node, tid = "floor-%d" % i, str(9000 + i)
-            started = time.perf_counter()
-            backing = subprocess.run([storage, "clone", "golden", node], env=env, check=True,
-                                     capture_output=True, text=True).stdout.rstrip("\n").split("\t")
-            subprocess.run([target, "create", tid, "iqn.2026-11.bench:" + node, backing[0], backing[1],
-                            backing[2] if len(backing) > 2 else "", node, "benchsecret12"], env=env, check=True)
-            samples.append(time.perf_counter() - started)
-            subprocess.run([target, "delete", tid, node, "--force"], env=env, check=True)
-            subprocess.run([storage, "remove", node], env=env, check=True)
-        return samples
+    def scripts_directly(self, i):
+        """The floor: the provision's two scripts run by hand, with what tgtd needs; its seconds."""
+        node = "floor-%d" % i
+        started = time.perf_counter()
+        backing = self.script("storage", "clone", "golden", node).rstrip("\n").split("\t")
+        self.script("target", "create", str(9000 + i), "iqn.2026-11.bench:" + node, backing[0], backing[1],
+                    backing[2] if len(backing) > 2 else "", node, "benchsecret12")
+        return time.perf_counter() - started
+
+    def scripts_undo(self, i):
+        self.script("target", "delete", str(9000 + i), "floor-%d" % i, "--force")
+        self.script("storage", "remove", "floor-%d" % i)
+
+    def script(self, kind, *args):
+        name = self.settings.BMI_BACKEND if kind == "storage" else "tgt"
+        return subprocess.run([os.path.join(ROOT, "scripts", kind, name), *args], check=True, text=True,
+                              capture_output=True, env=dict(os.environ, **self.settings.environment())).stdout
+
+    def scripts_concurrently(self, count):
+        """The floor of the throughput figure: count provisions' scripts, all at once, by hand."""
+        seconds = run_together([lambda i=i: self.scripts_directly(i) for i in range(count)])
+        run_together([lambda i=i: self.scripts_undo(i) for i in range(count)])
+        return seconds
 
     def provision_many(self, nodes, clients):
         """Provision nodes with `clients` concurrent proxies; return the wall time."""
@@ -139,19 +148,15 @@ class Bench:
                     except Exception as err:
                         failures.append("%s: %s" % (node, err))
 
-        threads = [threading.Thread(target=work) for _ in range(clients)]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        seconds = run_together([work] * clients)
         if failures:
             raise RuntimeError("%d provisions failed, first: %s" % (len(failures), failures[0]))
-        return time.perf_counter() - started
+        return seconds
 
     def throughput(self, count=100):
         seconds = self.provision_many(["tp-%d" % i for i in range(count)], count)
-        return {"nodes": count, "seconds": seconds, "per_second": count / seconds}
+        return {"nodes": count, "seconds": seconds, "per_second": count / seconds,
+                "scripts_seconds": self.scripts_concurrently(count)}
 
     def scaling(self, sizes, repeat=20):
         result = {}
@@ -166,7 +171,11 @@ class Bench:
                 self.proxy.detach_node("probe-%d" % i)
             result[str(size)] = percentiles(self.audit_seconds("provision", since))
             # the same work by the scripts alone: how much of any growth is tgtd's and Ceph's own
-            result[str(size)]["scripts_median"] = percentiles(self.scripts_directly(10))["median"]
+            floor = []
+            for i in range(10):
+                floor.append(self.scripts_directly(i))
+                self.scripts_undo(i)
+            result[str(size)]["scripts_median"] = statistics.median(floor)
         return result
 
     def detach_all(self):
@@ -177,11 +186,7 @@ class Bench:
                 for node in chunk:
                     proxy.detach_node(node, force=True)
 
-        threads = [threading.Thread(target=detach, args=(nodes[i::8],)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_together([lambda i=i: detach(nodes[i::8]) for i in range(8)])
 
     def server_memory_mb(self):
         """(now, peak) resident memory of the main server process."""
@@ -194,7 +199,19 @@ class Bench:
         env = dict(os.environ, **self.settings.environment())
         run = lambda argv: subprocess.run(argv, env=env, check=True, capture_output=True)  # noqa: E731
         return {"mainclient_list": percentiles(timed(lambda: run(client), repeat)),
+                "mainclient_ping": percentiles(timed(lambda: run(client[:2] + ["ping"]), repeat)),
                 "import_pyro4": percentiles(timed(lambda: run([sys.executable, "-c", "import Pyro4"]), repeat))}
+
+
+def run_together(jobs):
+    """Run every job in a thread of its own at once; return the wall time."""
+    threads = [threading.Thread(target=job) for job in jobs]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def run_backend(backend, nodes, workdir, cluster):
@@ -242,14 +259,16 @@ def table(results):
         lines.append("%s: provision median/p95 ms: client %.1f/%.1f, server %.1f/%.1f, scripts %.1f/%.1f" % (
             (backend,) + tuple(f["provision"][k][s] * 1e3 for k in ("client", "server", "scripts")
                                for s in ("median", "p95"))))
-        lines.append("%s: 100 concurrent provisions in %.2f s (%.1f/s)" % (
-            backend, f["throughput"]["seconds"], f["throughput"]["per_second"]))
+        lines.append("%s: 100 concurrent provisions in %.2f s (%.1f/s); their scripts alone, all at once, %.2f s" % (
+            backend, f["throughput"]["seconds"], f["throughput"]["per_second"], f["throughput"]["scripts_seconds"]))
         lines.append("%s: provision median (its scripts alone) at %s" % (backend, ", ".join(
             "%s nodes %.1f ms (%.1f ms)" % (n, p["median"] * 1e3, p["scripts_median"] * 1e3)
             for n, p in f["scaling"].items())))
-        lines.append("%s: mainclient %.1f ms, import Pyro4 %.1f ms; server memory %.1f MB now, %.1f MB peak" % (
-            backend, f["client"]["mainclient_list"]["median"] * 1e3, f["client"]["import_pyro4"]["median"] * 1e3,
-            f["memory_mb"], f["peak_memory_mb"]))
+        lines.append("%s: mainclient list_all_images %.1f ms (ping %.1f ms), import Pyro4 %.1f ms; "
+                     "server memory %.1f MB now, %.1f MB peak" % (
+                         backend, f["client"]["mainclient_list"]["median"] * 1e3,
+                         f["client"]["mainclient_ping"]["median"] * 1e3, f["client"]["import_pyro4"]["median"] * 1e3,
+                         f["memory_mb"], f["peak_memory_mb"]))
     return "\n".join(lines)
 
 
