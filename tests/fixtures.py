@@ -107,8 +107,12 @@ class Tgtd:
                 self.proc = subprocess.Popen(["tgtd", "-f", "-C", str(control), "--iscsi", "portal=" + self.portal],
                                              stdout=log, stderr=subprocess.STDOUT)
             self.control = control
-            wait_until(lambda: self.proc.poll() is not None or
-                       self.admin("--op", "show", "--mode", "sys").returncode == 0, 10, "tgtd start")
+            try:
+                wait_until(lambda: self.proc.poll() is not None or
+                           self.admin("--op", "show", "--mode", "sys").returncode == 0, 10, "tgtd start")
+            except TimeoutError:
+                self.stop()
+                raise
             if self.proc.poll() is None:
                 return
         raise RuntimeError("tgtd does not start: see %s" % self.log_path)
@@ -283,11 +287,13 @@ class Service:
 @pytest.fixture
 def service(settings, tmp_path):
     processes = Service(settings, str(tmp_path))
-    processes.start()
-    yield processes
-    for node in json.loads(processes.client("--json", "list_all_images").stdout or '{"nodes": []}')["nodes"]:
-        processes.client("detach_node", "--force", node["node"])   # before tgtd goes (rbd watches)
-    processes.stop()
+    try:   # a start that fails half way stops what it started too
+        processes.start()
+        yield processes
+        for node in json.loads(processes.client("--json", "list_all_images").stdout or '{"nodes": []}')["nodes"]:
+            processes.client("detach_node", "--force", node["node"])   # before tgtd goes (rbd watches)
+    finally:
+        processes.stop()
 
 
 def make_image_file(path, size=4 * 1024 * 1024):

@@ -15,8 +15,6 @@ import time
 
 import pytest
 
-pytest.register_assert_rewrite("tests.fixtures")
-
 import config
 from mainserver import MainServer
 from tests.fixtures import (ROOT, Service, lun_url, make_image_file, node_record, read_lun, state_of,
