@@ -190,7 +190,8 @@ class MainServer:
             self._target.delete(record["tid"], record["chap_user"], force)
             record["state"] = "detaching"   # past the only step that may refuse
             self._records.save(record)
-            for path in (self._boot_script_path(record["node"]), self._boot_script_path(record["node"]) + ".partial"):
+            boot_script = self._boot_script_path(record["node"])
+            for path in (boot_script, boot_script + ".partial"):
                 if os.path.exists(path):
                     os.unlink(path)
             self._storage.remove(record["node"])

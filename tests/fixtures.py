@@ -60,6 +60,19 @@ def wait_until(check, timeout, what):
         time.sleep(0.05)
 
 
+def variant(settings, **changes):
+    """The settings with some changed: another program, or the same ones configured otherwise."""
+    return config.Settings(**dict(settings.environment(), **changes))
+
+
+def audit_lines(settings):
+    """The main server's audit log, one dict a call."""
+    if not os.path.exists(settings.BMI_AUDIT_LOG):
+        return []
+    with open(settings.BMI_AUDIT_LOG) as f:
+        return [json.loads(line) for line in f]
+
+
 def node_record(settings, node):
     with open(os.path.join(settings.BMI_STATE_DIR, "nodes", node + ".json")) as f:
         return json.load(f)

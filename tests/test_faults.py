@@ -15,10 +15,9 @@ import time
 
 import pytest
 
-import config
 from mainserver import MainServer
 from tests.fixtures import (ROOT, Service, lun_url, make_image_file, node_record, read_lun, state_of,
-                            stop_process, wait_until)
+                            stop_process, variant, wait_until)
 
 pytest_plugins = ["tests.fixtures"]   # so that this file also runs on its own
 
@@ -207,7 +206,7 @@ def test_tgtd_restarted_twice_gives_back_every_target_and_chap_account(service, 
 @pytest.fixture
 def impatient_server(settings):
     """An in-process main server whose scripts may run 3 s, checking tgtd in the background as the real one does."""
-    main = MainServer(config.Settings(**dict(settings.environment(), BMI_SCRIPT_TIMEOUT="3")))
+    main = MainServer(variant(settings, BMI_SCRIPT_TIMEOUT="3"))
     stop = threading.Event()
     checker = threading.Thread(target=main.keep_targets_exported, args=(stop,), daemon=True)
     checker.start()
@@ -295,8 +294,7 @@ def test_an_audit_log_that_cannot_be_written_does_not_misreport_operations(setti
     with tmpfs(audit_dir, 64 * 1024):
         filler = os.path.join(audit_dir, "filler")
         fill_up(filler)   # before the server opens its log: not one line fits
-        main = MainServer(config.Settings(**dict(settings.environment(),
-                                                 BMI_AUDIT_LOG=os.path.join(audit_dir, "audit.log"))))
+        main = MainServer(variant(settings, BMI_AUDIT_LOG=os.path.join(audit_dir, "audit.log")))
         try:
             for operation, *arguments in [("import_image", "golden", str(tmp_path / "golden.raw")),
                                           ("provision", "golden", "node-a"), ("detach_node", "node-a")]:
@@ -325,7 +323,7 @@ def test_a_main_server_that_cannot_write_its_key_file_says_so_and_leaves_no_part
     with tmpfs(key_dir, 64 * 1024):
         fill_up(os.path.join(key_dir, "filler"))
         key_file = os.path.join(key_dir, "hmac.key")
-        service = Service(config.Settings(**dict(settings.environment(), BMI_KEY_FILE=key_file)), str(tmp_path))
+        service = Service(variant(settings, BMI_KEY_FILE=key_file), str(tmp_path))
         service.start_mainserver()
         try:
             assert service.mainserver.wait(30) != 0

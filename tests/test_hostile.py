@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, strategies as st
 pytest.register_assert_rewrite("tests.fixtures")
 
 from bmi import pyrosetup  # noqa: E402
-from tests.fixtures import make_image_file, node_record, state_of  # noqa: E402
+from tests.fixtures import audit_lines, make_image_file, node_record, state_of  # noqa: E402
 
 pytest_plugins = ["tests.fixtures"]
 
@@ -151,11 +151,6 @@ def proxy(service, settings):
         uri = ns.lookup(settings.BMI_OBJECT_NAME)
     with pyrosetup.proxy(uri) as server:
         yield server
-
-
-def audit_lines(settings):
-    with open(settings.BMI_AUDIT_LOG) as f:
-        return [json.loads(line) for line in f]
 
 
 def assert_unchanged(world, settings, tgtd, proxy):

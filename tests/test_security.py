@@ -22,17 +22,12 @@ import pytest
 
 pytest.register_assert_rewrite("tests.fixtures")
 
-import config
-from tests.fixtures import Service, free_port, make_image_file, node_record, require_command
+from tests.fixtures import (Service, audit_lines, free_port, make_image_file, node_record, require_command,
+                            variant)
 
 pytest_plugins = ["tests.fixtures"]
 
 file_only = pytest.mark.parametrize("backend", ["file"], indirect=True)
-
-
-def variant(settings, **changes):
-    """The settings with some changed: another program, or the same ones configured otherwise."""
-    return config.Settings(**dict(settings.environment(), **changes))
 
 
 def mainserver_uri(settings):
@@ -55,13 +50,6 @@ def raw_call(uri, method, *args, hmac_key=None, serializer=None):
         if serializer:
             proxy._pyroSerializer = serializer
         return getattr(proxy, method)(*args)
-
-
-def audit_lines(settings):
-    if not os.path.exists(settings.BMI_AUDIT_LOG):
-        return []
-    with open(settings.BMI_AUDIT_LOG) as f:
-        return [json.loads(line) for line in f]
 
 
 def mode_of(path):
