@@ -21,6 +21,9 @@ from mainserver import MainServer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IN_CI = os.environ.get("CI") == "true"
 BACKENDS = ["file", "rbd"]
+# I/O threads tgtd gives each LUN (its default is 16): with rbd each LUN also carries a Ceph client
+# of its own, and at hundreds of LUNs the threads' wake-ups cost tgtd a core (see README).
+TGTD_IO_THREADS = "4"
 
 
 def require(present, package):
@@ -117,8 +120,8 @@ class Tgtd:
         # A control port (1 to 32767) another tgtd holds makes ours exit: then take another one.
         for control in [self.control] if self.control else random.sample(range(1000, 32768), 5):
             with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(["tgtd", "-f", "-C", str(control), "--iscsi", "portal=" + self.portal],
-                                             stdout=log, stderr=subprocess.STDOUT)
+                self.proc = subprocess.Popen(["tgtd", "-f", "-C", str(control), "--nr_iothreads", TGTD_IO_THREADS,
+                                              "--iscsi", "portal=" + self.portal], stdout=log, stderr=subprocess.STDOUT)
             self.control = control
             try:
                 wait_until(lambda: self.proc.poll() is not None or
@@ -188,22 +191,25 @@ class CephCluster:
         self.settings = dict(line.split("=", 1) for line in out.stdout.split())
 
     def rbd(self, *args):
-        return subprocess.run(["rbd", "--conf", self.settings["BMI_CEPH_CONF"],
-                               "--id", self.settings["BMI_CEPH_ID"],
-                               "-p", self.settings["BMI_CEPH_POOL"], *args],
+        return subprocess.run(["rbd", "--conf", self.settings["BMI_CEPH_CONF"], "--id", self.settings["BMI_CEPH_ID"], *args],
                               capture_output=True, text=True, timeout=120)
 
+    def spec(self, name):
+        """An image name as rbd_images gives it, with the pool: POOL/node.NODE, POOL/golden/IMAGE."""
+        return "%s/%s" % (self.settings["BMI_CEPH_POOL"], name)
+
     def images(self):
-        return sorted(self.rbd("ls").stdout.split())
+        return rbd_images(self.settings)
 
     def wipe(self):
         """Remove every image of the pool, so the next test starts empty: clones before parents."""
         images = self.images()
-        for name in sorted(images, key=lambda n: not n.startswith("node.")):
-            for snap in json.loads(self.rbd("snap", "ls", "--format", "json", name).stdout or "[]"):
-                self.rbd("snap", "unprotect", "%s@%s" % (name, snap["name"]))
-                self.rbd("snap", "rm", "%s@%s" % (name, snap["name"]))
-            self.rbd("rm", name)
+        for name in sorted(images, key=lambda n: n.startswith("golden/")):
+            image = self.spec(name)
+            for snap in json.loads(self.rbd("snap", "ls", "--format", "json", image).stdout or "[]"):
+                self.rbd("snap", "unprotect", "%s@%s" % (image, snap["name"]))
+                self.rbd("snap", "rm", "%s@%s" % (image, snap["name"]))
+            self.rbd("rm", image)
 
     def stop(self):
         subprocess.run([os.path.join(ROOT, "tools", "ceph-cluster"), "stop", self.directory],
@@ -323,7 +329,17 @@ def state_of(settings, tgtd):
                    for d, _, names in os.walk(settings.BMI_STATE_DIR) for f in names)
     state = {"files": files, "targets": tgtd.targets(), "accounts": tgtd.accounts()}
     if settings.BMI_BACKEND == "rbd":
-        state["rbd"] = sorted(subprocess.run(
-            ["rbd", "--conf", settings.BMI_CEPH_CONF, "--id", settings.BMI_CEPH_ID, "-p", settings.BMI_CEPH_POOL, "ls"],
-            capture_output=True, text=True, timeout=60, check=True).stdout.split())
+        state["rbd"] = rbd_images(settings.environment())
     return state
+
+
+def rbd_images(settings):
+    """The images of the pool in settings (BMI_CEPH_*): node disks, then "golden/NAME" of the
+    golden images' namespace, which exists once an image was made."""
+    def ls(where):
+        out = subprocess.run(["rbd", "--conf", settings["BMI_CEPH_CONF"], "--id", settings["BMI_CEPH_ID"], "ls", where],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 or "does not exist" in out.stderr, out.stderr
+        return out.stdout.split()
+    pool = settings["BMI_CEPH_POOL"]
+    return sorted(ls(pool)) + sorted("golden/" + name for name in ls(pool + "/golden"))

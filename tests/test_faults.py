@@ -16,8 +16,8 @@ import time
 import pytest
 
 from mainserver import MainServer
-from tests.fixtures import (ROOT, Service, lun_url, make_image_file, node_record, read_lun, state_of,
-                            stop_process, variant, wait_until)
+from tests.fixtures import (ROOT, Service, lun_url, make_image_file, node_record, rbd_images, read_lun,
+                            state_of, stop_process, variant, wait_until)
 
 pytest_plugins = ["tests.fixtures"]   # so that this file also runs on its own
 
@@ -53,9 +53,7 @@ def has_disk(settings, node):
     """Without tgtd, which may be frozen (state_of asks it too)."""
     if settings.BMI_BACKEND == "file":
         return os.path.exists(os.path.join(settings.BMI_STATE_DIR, "disks", node + ".img"))
-    listing = subprocess.run(["rbd", "--conf", settings.BMI_CEPH_CONF, "--id", settings.BMI_CEPH_ID,
-                              "-p", settings.BMI_CEPH_POOL, "ls"], capture_output=True, text=True, timeout=60)
-    return "node." + node in listing.stdout.split()
+    return "node." + node in rbd_images(settings.environment())
 
 
 

@@ -127,11 +127,11 @@ def test_fifty_concurrent_clients(service, settings, tgtd, backend, tmp_path, re
     if backend == "file":
         files |= {"images/%s.img" % i for i in ["golden"] + snapshots} | {"disks/%s.img" % n for n in expected_nodes}
     else:
-        images = ["golden.%s" % i for i in ["golden"] + snapshots] + ["node.%s" % n for n in expected_nodes]
-        assert state["rbd"] == sorted(images)
+        images = sorted("node.%s" % n for n in expected_nodes) + sorted("golden/%s" % i for i in ["golden"] + snapshots)
+        assert state["rbd"] == images
         cluster = request.getfixturevalue("ceph_cluster")
         for image in images:   # golden images keep their @base only; node disks keep no snapshot
-            snaps = [s["name"] for s in json.loads(cluster.rbd("snap", "ls", "--format", "json", image).stdout)]
-            assert snaps == (["base"] if image.startswith("golden.") else []), image
+            snaps = [s["name"] for s in json.loads(cluster.rbd("snap", "ls", "--format", "json", cluster.spec(image)).stdout)]
+            assert snaps == (["base"] if image.startswith("golden/") else []), image
     assert sorted(state["files"]) == sorted(files)
     assert "Traceback" not in service.log("mainserver")
