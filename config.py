@@ -21,6 +21,7 @@ DEFAULTS = {
     "BMI_STATE_DIR": ("/var/lib/bmi", str),     # images, node disks, boot scripts, node records
     "BMI_BACKEND": ("file", str),               # storage backend: a script in scripts/storage/
     "BMI_SCRIPT_TIMEOUT": (120.0, float),       # seconds one storage or target script may run
+    "BMI_CLONE_CONCURRENCY": (2 * (os.cpu_count() or 1), int),  # node disks being cloned at once
     "BMI_TGT_CONTROL_PORT": (0, int),           # tgtadm -C: which tgtd instance to drive
     "BMI_TGT_CHECK_SECONDS": (3.0, float),      # how often the server checks tgtd still has every target
     "BMI_ISCSI_PORTAL": ("127.0.0.1:3260", str),  # host:port tgtd serves targets on

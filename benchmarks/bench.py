@@ -176,6 +176,8 @@ class Bench:
                 floor.append(self.scripts_directly(i))
                 self.scripts_undo(i)
             result[str(size)]["scripts_median"] = statistics.median(floor)
+            # listing the images must not grow with the nodes either
+            result[str(size)]["list_median"] = statistics.median(timed(self.proxy.list_all_images, 10))
         return result
 
     def detach_all(self):
@@ -261,8 +263,8 @@ def table(results):
                                for s in ("median", "p95"))))
         lines.append("%s: 100 concurrent provisions in %.2f s (%.1f/s); their scripts alone, all at once, %.2f s" % (
             backend, f["throughput"]["seconds"], f["throughput"]["per_second"], f["throughput"]["scripts_seconds"]))
-        lines.append("%s: provision median (its scripts alone) at %s" % (backend, ", ".join(
-            "%s nodes %.1f ms (%.1f ms)" % (n, p["median"] * 1e3, p["scripts_median"] * 1e3)
+        lines.append("%s: provision median (its scripts alone; list_all_images) at %s" % (backend, ", ".join(
+            "%s nodes %.1f ms (%.1f ms; %.1f ms)" % (n, p["median"] * 1e3, p["scripts_median"] * 1e3, p["list_median"] * 1e3)
             for n, p in f["scaling"].items())))
         lines.append("%s: mainclient list_all_images %.1f ms (ping %.1f ms), import Pyro4 %.1f ms; "
                      "server memory %.1f MB now, %.1f MB peak" % (

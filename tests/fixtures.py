@@ -194,6 +194,10 @@ class CephCluster:
         return subprocess.run(["rbd", "--conf", self.settings["BMI_CEPH_CONF"], "--id", self.settings["BMI_CEPH_ID"], *args],
                               capture_output=True, text=True, timeout=120)
 
+    def osd_pid(self):
+        with open(os.path.join(self.directory, "osd.pid")) as f:
+            return int(f.read())
+
     def spec(self, name):
         """An image name as rbd_images gives it, with the pool: POOL/node.NODE, POOL/golden/IMAGE."""
         return "%s/%s" % (self.settings["BMI_CEPH_POOL"], name)

@@ -25,13 +25,14 @@ MiB = 1024 * 1024
 
 
 @contextlib.contextmanager
-def frozen(tgtd):
-    """tgtd stopped with SIGSTOP: every tgtadm call, and so every target script, blocks until it goes on."""
-    os.kill(tgtd.proc.pid, signal.SIGSTOP)
+def frozen(pid):
+    """A daemon stopped with SIGSTOP: tgtd (every tgtadm call, and so every target script, blocks until
+    it goes on) or the Ceph OSD (every rbd command that reads or writes the pool)."""
+    os.kill(pid, signal.SIGSTOP)
     try:
         yield
     finally:
-        os.kill(tgtd.proc.pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)
 
 
 def eventually_equal(get, expected, timeout):
@@ -144,7 +145,7 @@ def test_a_main_server_killed_halfway_through_provision_undoes_it_when_it_starts
                                                                                        tmp_path):
     golden = import_golden(service, tmp_path)
     before = state_of(settings, tgtd)
-    with frozen(tgtd):   # the target script blocks in tgtadm: the provision stops after the clone
+    with frozen(tgtd.proc.pid):   # the target script blocks in tgtadm: the provision stops after the clone
         code, out, err = provision_killed_halfway(service, settings, tgtd, "node-a")
     assert (code, out) == (3, ""), err   # the client lost its server
     assert "cannot reach the main server" in err
@@ -168,7 +169,7 @@ def test_a_main_server_killed_halfway_through_provision_undoes_it_when_it_starts
 
 def test_a_killed_main_server_leaves_no_command_of_its_scripts_running(service, settings, tgtd, tmp_path):
     import_golden(service, tmp_path)
-    with frozen(tgtd):
+    with frozen(tgtd.proc.pid):
         provision_killed_halfway(service, settings, tgtd, "node-a")
         # An orphan tgtadm would make its target as soon as tgtd goes on: maybe after a restarted
         # server took the half-made node away, leaving a target nobody knows of.
@@ -219,7 +220,7 @@ def test_a_hanging_script_times_out_and_the_provision_is_taken_back(impatient_se
     golden = make_image_file(tmp_path / "golden.raw", MiB)
     impatient_server.import_image("golden", str(tmp_path / "golden.raw"))
     before = state_of(settings, tgtd)
-    with frozen(tgtd):
+    with frozen(tgtd.proc.pid):
         started = time.monotonic()
         with pytest.raises(RuntimeError, match="^tgt create timed out after 3 s$"):
             impatient_server.provision("golden", "node-a")
@@ -330,3 +331,39 @@ def test_a_main_server_that_cannot_write_its_key_file_says_so_and_leaves_no_part
         assert os.listdir(key_dir) == ["filler"]
     log = service.log("mainserver")
     assert "No space left on device" in log and key_file in log, log
+
+
+def clones_running(nodes):
+    """Which of nodes have a storage "clone" script running now."""
+    running = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")[:-1]
+        except OSError:   # gone meanwhile
+            continue
+        if len(argv) >= 4 and argv[-4:-2] == [os.path.join(ROOT, "scripts", "storage", "rbd"), "clone"]:
+            running.add(argv[-1])
+    return running & set(nodes)
+
+
+@pytest.mark.parametrize("backend", ["rbd"], indirect=True)
+def test_a_burst_of_provisions_clones_only_a_few_disks_at_a_time(settings, ceph_cluster, tmp_path):
+    """BMI_CLONE_CONCURRENCY=2: with the OSD frozen, four provisions at once run two clones, not four;
+    all four end well once the OSD goes on. (rbd only: a file clone cannot be held half way.)"""
+    main = MainServer(variant(settings, BMI_CLONE_CONCURRENCY=2))
+    make_image_file(tmp_path / "golden.raw", MiB)
+    main.import_image("golden", str(tmp_path / "golden.raw"))
+    nodes = ["burst-%d" % i for i in range(4)]
+    threads = [threading.Thread(target=main.provision, args=("golden", node)) for node in nodes]
+    with frozen(ceph_cluster.osd_pid()):
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(clones_running(nodes)) == 2, 20, "two clones running")
+        time.sleep(1)   # time for a third, if it were let in
+        assert len(clones_running(nodes)) == 2
+    for thread in threads:
+        thread.join(120)
+    assert sorted(n["node"] for n in main.list_all_images()["nodes"]) == nodes
+    for node in nodes:
+        main.detach_node(node)
