@@ -191,8 +191,7 @@ class CephCluster:
         self.settings = dict(line.split("=", 1) for line in out.stdout.split())
 
     def rbd(self, *args):
-        return subprocess.run(["rbd", "--conf", self.settings["BMI_CEPH_CONF"], "--id", self.settings["BMI_CEPH_ID"], *args],
-                              capture_output=True, text=True, timeout=120)
+        return rbd(self.settings, *args)
 
     def osd_pid(self):
         with open(os.path.join(self.directory, "osd.pid")) as f:
@@ -206,9 +205,9 @@ class CephCluster:
         return rbd_images(self.settings)
 
     def wipe(self):
-        """Remove every image of the pool, so the next test starts empty: clones before parents."""
-        images = self.images()
-        for name in sorted(images, key=lambda n: n.startswith("golden/")):
+        """Remove every image of the pool, so the next test starts empty: clones (node disks, which
+        images() gives first) before parents."""
+        for name in self.images():
             image = self.spec(name)
             for snap in json.loads(self.rbd("snap", "ls", "--format", "json", image).stdout or "[]"):
                 self.rbd("snap", "unprotect", "%s@%s" % (image, snap["name"]))
@@ -337,12 +336,17 @@ def state_of(settings, tgtd):
     return state
 
 
+def rbd(settings, *args):
+    """The rbd tool run as the service runs it, with the BMI_CEPH_* of settings (a dict)."""
+    return subprocess.run(["rbd", "--conf", settings["BMI_CEPH_CONF"], "--id", settings["BMI_CEPH_ID"], *args],
+                          capture_output=True, text=True, timeout=120)
+
+
 def rbd_images(settings):
     """The images of the pool in settings (BMI_CEPH_*): node disks, then "golden/NAME" of the
     golden images' namespace, which exists once an image was made."""
     def ls(where):
-        out = subprocess.run(["rbd", "--conf", settings["BMI_CEPH_CONF"], "--id", settings["BMI_CEPH_ID"], "ls", where],
-                             capture_output=True, text=True, timeout=60)
+        out = rbd(settings, "ls", where)
         assert out.returncode == 0 or "does not exist" in out.stderr, out.stderr
         return out.stdout.split()
     pool = settings["BMI_CEPH_POOL"]

@@ -109,18 +109,22 @@ def test_a_killed_name_server_finds_the_main_server_again_once_restarted(service
 # 2. The main server killed halfway through a provision
 
 
-def tgtadm_calls(tgtd):
-    """The argument lists of the tgtadm processes running on this tgtd."""
-    calls = []
+def command_lines():
+    """The argument list of every process running now."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open("/proc/%s/cmdline" % pid, "rb") as f:
-                args = f.read().decode().split("\0")
+                args = f.read().decode(errors="replace").split("\0")[:-1]
         except OSError:   # gone meanwhile
             continue
-        if os.path.basename(args[0]) == "tgtadm" and args[1:3] == ["-C", str(tgtd.control)]:
-            calls.append(args)
-    return calls
+        if args:   # kernel threads have none
+            yield args
+
+
+def tgtadm_calls(tgtd):
+    """The argument lists of the tgtadm processes running on this tgtd."""
+    return [args for args in command_lines()
+            if os.path.basename(args[0]) == "tgtadm" and args[1:3] == ["-C", str(tgtd.control)]]
 
 
 def provision_killed_halfway(service, settings, tgtd, node):
@@ -335,16 +339,8 @@ def test_a_main_server_that_cannot_write_its_key_file_says_so_and_leaves_no_part
 
 def clones_running(nodes):
     """Which of nodes have a storage "clone" script running now."""
-    running = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")[:-1]
-        except OSError:   # gone meanwhile
-            continue
-        if len(argv) >= 4 and argv[-4:-2] == [os.path.join(ROOT, "scripts", "storage", "rbd"), "clone"]:
-            running.add(argv[-1])
-    return running & set(nodes)
+    script = os.path.join(ROOT, "scripts", "storage", "rbd")
+    return {args[-1] for args in command_lines() if args[-4:-2] == [script, "clone"]} & set(nodes)
 
 
 @pytest.mark.parametrize("backend", ["rbd"], indirect=True)
