@@ -1,58 +1,191 @@
-"""Settings of bmi-rpc.
+"""Settings of bmi-rpc, each declared once: its name, default, check and meaning.
 
-Every setting has a default here; an environment variable of the same name overrides it, and the
-programs' command-line flags override both (they pass them to Settings as keyword arguments).
+A value comes from the program's flag for it when one is given, else from the environment variable
+of the same name, else from the default. Settings() checks every value at once, so that a program
+refuses a bad one at start, in one line naming it, before it does anything.
 """
 import os
+import re
+import sys
 
-# name: (default, type)
-DEFAULTS = {
-    "BMI_NS_HOST": ("127.0.0.1", str),          # Pyro4 name server
-    "BMI_NS_PORT": (9090, int),
-    "BMI_SERVER_HOST": ("127.0.0.1", str),      # main server (Pyro4 daemon)
-    "BMI_SERVER_PORT": (9091, int),
-    "BMI_OBJECT_NAME": ("bmi.mainserver", str),  # name the main server registers under
-    "BMI_KEY_FILE": ("/etc/bmi-rpc/hmac.key", str),  # shared secret authenticating every message
-    "BMI_TLS_CERT": ("", str),                  # TLS: this program's certificate (empty: no TLS)
-    "BMI_TLS_KEY": ("", str),                   # TLS: its private key
-    "BMI_TLS_CA": ("", str),                    # TLS: the CA that signed every program's certificate
-    "BMI_AUDIT_LOG": ("", str),                 # one line an operation; empty: STATE_DIR/audit.log
-    "BMI_THREADPOOL_SIZE": (160, int),          # concurrent client connections the main server serves
-    "BMI_STATE_DIR": ("/var/lib/bmi", str),     # images, node disks, boot scripts, node records
-    "BMI_BACKEND": ("file", str),               # storage backend: a script in scripts/storage/
-    "BMI_SCRIPT_TIMEOUT": (120.0, float),       # seconds one storage or target script may run
-    "BMI_CLONE_CONCURRENCY": (2 * (os.cpu_count() or 1), int),  # node disks being cloned at once
-    "BMI_TGT_CONTROL_PORT": (0, int),           # tgtadm -C: which tgtd instance to drive
-    "BMI_TGT_CHECK_SECONDS": (3.0, float),      # how often the server checks tgtd still has every target
-    "BMI_ISCSI_PORTAL": ("127.0.0.1:3260", str),  # host:port tgtd serves targets on
-    "BMI_BOOT_PORTAL": ("", str),               # host:port written into boot scripts; empty: BMI_ISCSI_PORTAL
-    "BMI_IQN_PREFIX": ("iqn.2026-11.io.bmi-rpc", str),  # a node's target is <prefix>:<node>
-    "BMI_CEPH_CONF": ("/etc/ceph/ceph.conf", str),  # rbd backend: cluster to use
-    "BMI_CEPH_ID": ("admin", str),              # rbd backend: cephx client id
-    "BMI_CEPH_POOL": ("rbd", str),              # rbd backend: pool holding images and node disks
-}
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+# --- checks: each takes the text of a value and returns the value, or raises ValueError --------
+
+def text(value):
+    return value
+
+
+def non_empty(value):
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def integer(low, high=None):
+    def check(value):
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or number < low or (high is not None and number > high):
+            raise ValueError("must be a whole number %s" % ("from %d to %d" % (low, high) if high is not None
+                                                          else "of at least %d" % low))
+        return number
+    return check
+
+
+def seconds(value):
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not number > 0:
+        raise ValueError("must be a number of seconds above 0")
+    return number
+
+
+port = integer(1, 65535)
+
+
+def host(value):
+    if not re.fullmatch(r"[A-Za-z0-9.:_-]+", value):
+        raise ValueError("must be a host name or an IP address")
+    return value
+
+
+def portal(value):
+    """host:port, as tgtd and iPXE write it ([v6 address]:port for IPv6)."""
+    name, _, number = value.rpartition(":")
+    try:
+        host(name.strip("[]"))
+        port(number)
+    except ValueError:
+        raise ValueError("must be HOST:PORT")
+    return value
+
+
+def pattern(regex, form):
+    def check(value):
+        if not re.fullmatch(regex, value):
+            raise ValueError("must be %s" % form)
+        return value
+    return check
+
+
+def script_in(kind):
+    """The name of one of the project's scripts/KIND/ scripts: adding a backend is adding a script."""
+    def check(value):
+        folder = os.path.join(ROOT, "scripts", kind)
+        known = sorted(name for name in os.listdir(folder) if os.access(os.path.join(folder, name), os.X_OK))
+        if value not in known:
+            raise ValueError("must be one of %s (the scripts in %s)" % (", ".join(known), folder))
+        return value
+    return check
+
+
+class Setting:
+    def __init__(self, name, default, check, meaning, flag=None):
+        self.name, self.default, self.check, self.meaning, self.flag = name, default, check, meaning, flag
+
+
+SETTINGS = {setting.name: setting for setting in [
+    Setting("BMI_NS_HOST", "127.0.0.1", host, "address of the Pyro4 name server", "--ns-host"),
+    Setting("BMI_NS_PORT", "9090", port, "port of the name server", "--ns-port"),
+    Setting("BMI_SERVER_HOST", "127.0.0.1", host, "address the main server listens on", "--host"),
+    Setting("BMI_SERVER_PORT", "9091", port, "port the main server listens on", "--port"),
+    Setting("BMI_OBJECT_NAME", "bmi.mainserver", pattern(r"[A-Za-z0-9._-]+", "letters, digits, '.', '_' or '-'"),
+            "name the main server registers under with the name server"),
+    Setting("BMI_KEY_FILE", "/etc/bmi-rpc/hmac.key", non_empty, "shared secret that authenticates every message"),
+    Setting("BMI_TLS_CERT", "", text, "TLS: this program's certificate (empty: no TLS)"),
+    Setting("BMI_TLS_KEY", "", text, "TLS: the certificate's private key"),
+    Setting("BMI_TLS_CA", "", text, "TLS: the CA that signed every program's certificate"),
+    Setting("BMI_AUDIT_LOG", "", text, "audit log, one JSON line a call (empty: BMI_STATE_DIR/audit.log)"),
+    Setting("BMI_THREADPOOL_SIZE", "160", integer(1), "client connections the main server serves at once"),
+    Setting("BMI_STATE_DIR", "/var/lib/bmi", non_empty,
+            "images and node disks (file backend), boot scripts, node records", "--state-dir"),
+    Setting("BMI_BACKEND", "file", script_in("storage"), "storage backend: a script in scripts/storage/", "--backend"),
+    Setting("BMI_SCRIPT_TIMEOUT", "120", seconds, "seconds one storage or target command may run"),
+    Setting("BMI_CLONE_CONCURRENCY", str(2 * (os.cpu_count() or 1)), integer(1), "node disks cloned at once"),
+    Setting("BMI_TGT_CONTROL_PORT", "0", integer(0, 32767), "which tgtd the main server drives (tgtadm -C)"),
+    Setting("BMI_TGT_CHECK_SECONDS", "3", seconds, "how often the main server checks that tgtd has every target"),
+    Setting("BMI_ISCSI_PORTAL", "127.0.0.1:3260", portal, "HOST:PORT tgtd serves the targets on"),
+    Setting("BMI_BOOT_PORTAL", "", lambda value: value and portal(value),
+            "HOST:PORT written into boot scripts (empty: BMI_ISCSI_PORTAL)"),
+    Setting("BMI_IQN_PREFIX", "iqn.2026-11.io.bmi-rpc",
+            pattern(r"iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9][a-z0-9.-]*", "iqn.YYYY-MM.reversed.domain, in lower case"),
+            "a node's target is PREFIX:NODE"),
+    Setting("BMI_CEPH_CONF", "/etc/ceph/ceph.conf", non_empty, "rbd backend: the cluster's configuration file"),
+    Setting("BMI_CEPH_ID", "admin", pattern(r"[A-Za-z0-9._-]+", "a cephx client id"), "rbd backend: cephx client id"),
+    Setting("BMI_CEPH_POOL", "rbd", pattern(r"[A-Za-z0-9._-]+", "a pool name"),
+            "rbd backend: pool of the images and node disks"),
+]}
+
+# what each program reads: its --help lists these
+NAME_SERVER = ["BMI_NS_HOST", "BMI_NS_PORT", "BMI_KEY_FILE", "BMI_TLS_CERT", "BMI_TLS_KEY", "BMI_TLS_CA"]
+CLIENT = NAME_SERVER + ["BMI_OBJECT_NAME"]
+MAIN_SERVER = list(SETTINGS)
 
 
 class Settings:
-    """One value per name in DEFAULTS, read as attributes (settings.BMI_NS_PORT)."""
+    """Every setting's checked value, read as an attribute (settings.BMI_NS_PORT).
+
+    Keyword arguments override the environment; None stands for "not given". A bad value raises
+    ValueError with one line that names the setting.
+    """
 
     def __init__(self, **overrides):
-        unknown = set(overrides) - set(DEFAULTS)
+        unknown = set(overrides) - set(SETTINGS)
         if unknown:
             raise TypeError("unknown settings: " + ", ".join(sorted(unknown)))
-        for name, (default, kind) in DEFAULTS.items():
+        for name, setting in SETTINGS.items():
             value = overrides.get(name)
-            if value is None:
-                value = os.environ.get(name, default)
+            value = str(value if value is not None else os.environ.get(name, setting.default))
             try:
-                setattr(self, name, kind(value))
-            except ValueError:
-                raise ValueError("setting %s must be %s, not %r" % (name, kind.__name__, value))
+                setattr(self, name, setting.check(value))
+            except ValueError as err:
+                raise ValueError("%s %s, not %r" % (name, err, value)) from None
         if not self.BMI_BOOT_PORTAL:
             self.BMI_BOOT_PORTAL = self.BMI_ISCSI_PORTAL
         if not self.BMI_AUDIT_LOG:
             self.BMI_AUDIT_LOG = os.path.join(self.BMI_STATE_DIR, "audit.log")
+        if bool(self.BMI_TLS_CERT) != bool(self.BMI_TLS_CA):
+            raise ValueError("BMI_TLS_CERT and BMI_TLS_CA go together: TLS needs this program's certificate "
+                             "and the CA that signed every program's certificate")
 
-    def environment(self):
-        """The settings as environment variables, for the scripts the server runs."""
-        return {name: str(getattr(self, name)) for name in DEFAULTS}
+    def environment(self, names=None):
+        """The settings (all, or those named) as environment variables."""
+        return {name: str(getattr(self, name)) for name in (SETTINGS if names is None else names)}
+
+
+def describe(names):
+    """Lines for a program's --help: each setting it reads, its flag, default and meaning."""
+    lines = ["settings (environment variables; a flag overrides its variable):"]
+    for name in names:
+        setting = SETTINGS[name]
+        lines.append("  %-24s %-14s %s (default: %s)" % (name, setting.flag or "", setting.meaning,
+                                                         setting.default or "empty"))
+    return "\n".join(lines)
+
+
+def from_command_line(program, description, names, argv):
+    """The Settings of a server program, from its flags (--flag VALUE, --flag=VALUE) and the
+    environment; exits 2 with one line on a bad flag or value."""
+    import argparse   # here: the client, whose start-up time counts, does not need it
+
+    parser = argparse.ArgumentParser(prog=program, description=description, epilog=describe(names),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name in names:
+        if SETTINGS[name].flag:
+            parser.add_argument(SETTINGS[name].flag, dest=name, metavar="VALUE", help="sets " + name)
+
+    def usage_error(message):
+        print("%s: %s" % (program, message), file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = lambda message: usage_error(message + " (see --help)")
+    try:
+        return Settings(**vars(parser.parse_args(argv)))
+    except ValueError as err:
+        usage_error(err)

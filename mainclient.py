@@ -1,4 +1,4 @@
-"""bmi-rpc client: python mainclient.py [--json] [--ns-host H] [--ns-port P] OPERATION ARGS...
+"""bmi-rpc client: python mainclient.py [OPTIONS] OPERATION ARGS...
 
 Exit codes: 0 done; 1 the server refused or the operation failed; 2 usage error;
 3 the name server or the main server cannot be reached.
@@ -18,7 +18,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 OPERATIONS = {
     "import_image": (["IMAGE", "PATH"], "copy the raw disk image file PATH (on the server host) in as golden image IMAGE"),
     "provision": (["IMAGE", "NODE"], "give NODE a copy-on-write clone of IMAGE, its iSCSI target and iPXE boot script"),
-    "detach_node": (["NODE"], "take NODE's target, disk and boot script away (--force: even while it is in use)"),
+    "detach_node": (["NODE"], "take NODE's target, disk and boot script away"),
     "create_snapshot": (["NODE", "SNAPSHOT"], "turn NODE's current disk into the new golden image SNAPSHOT"),
     "list_all_images": ([], "list the golden images and the provisioned nodes"),
     "ping": ([], "check that the main server answers"),
@@ -31,35 +31,72 @@ class UsageError(Exception):
     pass
 
 
-def usage():
-    lines = [__doc__.splitlines()[0], "", "operations:"]
-    for operation, (arguments, text) in OPERATIONS.items():
-        flag = " [--force]" if operation == "detach_node" else ""
-        lines.append("  %-40s %s" % (" ".join([operation] + arguments) + flag, text))
-    lines += ["", "options:", "  --json          print the result as one JSON object",
-              "  --ns-host HOST  name server host (BMI_NS_HOST)",
-              "  --ns-port PORT  name server port (BMI_NS_PORT)"]
+class Unreachable(Exception):
+    pass
+
+
+OPTIONS = [("--json", "print the result as one JSON object"),
+           ("--ns-host HOST", "the name server's address (sets BMI_NS_HOST)"),
+           ("--ns-port PORT", "the name server's port (sets BMI_NS_PORT)"),
+           ("-h, --help", "this help; after an operation, that operation's")]
+VALUE_OPTIONS = {"--ns-host": "BMI_NS_HOST", "--ns-port": "BMI_NS_PORT"}
+FLAGS = {"--json", "--force"}
+
+
+def usage(operation):
+    flag = " [--force]" if operation == "detach_node" else ""
+    return " ".join([operation] + OPERATIONS[operation][0]) + flag
+
+
+def help_text(operation=None):
+    if operation:
+        lines = ["usage: mainclient.py [OPTIONS] " + usage(operation), "", OPERATIONS[operation][1]]
+        if operation == "detach_node":
+            lines.append("--force: even while an initiator is logged in to the node's target")
+    else:
+        lines = ["usage: mainclient.py [OPTIONS] OPERATION ARGS...", "",
+                 "bmi-rpc client: calls one operation of the main server.", "", "operations:"]
+        lines += ["  %-40s %s" % (usage(name), text) for name, (_, text) in OPERATIONS.items()]
+    lines += ["", "options (before or after the operation; -- ends them):"]
+    lines += ["  %-40s %s" % option for option in OPTIONS]
+    if not operation:
+        lines += ["", __doc__.split("\n\n", 1)[1].strip(), "", config.describe(config.CLIENT)]
     return "\n".join(lines)
 
 
-def parse(argv):
-    """Return (operation, arguments, keyword arguments, print as JSON, settings overrides)."""
-    words, overrides, as_json, force = [], {}, False, False
+def read_options(argv):
+    """Split argv into (words, flags, settings overrides, help asked for, problems), as getopt_long
+    does: options anywhere, --opt=value or --opt value, and -- ends them."""
+    words, flags, overrides, wants_help, problems = [], set(), {}, False, []
     args = iter(argv)
     for arg in args:
-        if arg == "--json":
-            as_json = True
-        elif arg == "--force":
-            force = True
-        elif arg in ("--ns-host", "--ns-port"):
-            value = next(args, None)
+        option, equals, value = arg.partition("=")
+        if arg == "--":
+            words.extend(args)
+        elif arg in ("-h", "--help"):
+            wants_help = True
+        elif arg in FLAGS:
+            flags.add(arg)
+        elif option in VALUE_OPTIONS:
+            value = value if equals else next(args, None)
             if value is None:
-                raise UsageError("%s needs a value" % arg)
-            overrides["BMI_" + arg[2:].upper().replace("-", "_")] = value
-        elif arg.startswith("-"):
-            raise UsageError("unknown option %r (see --help)" % arg)
+                problems.append("%s needs a value" % option)
+            overrides[VALUE_OPTIONS[option]] = value
+        elif arg.startswith("-") and arg != "-":
+            problems.append("unknown option %r (see --help)" % arg)
         else:
             words.append(arg)
+    return words, flags, overrides, wants_help, problems
+
+
+def parse(argv):
+    """Return (operation, arguments, keyword arguments, print as JSON, settings overrides);
+    None for the operation when help was asked for."""
+    words, flags, overrides, wants_help, problems = read_options(argv)
+    if wants_help:   # whatever else is wrong
+        return None, words[:1], {}, False, {}
+    if problems:
+        raise UsageError(problems[0])
     if not words:
         raise UsageError("no operation given (see --help)")
     operation, arguments = words[0], words[1:]
@@ -67,15 +104,15 @@ def parse(argv):
         raise UsageError("unknown operation %r: one of %s" % (operation, ", ".join(OPERATIONS)))
     expected = OPERATIONS[operation][0]
     if len(arguments) != len(expected):
-        raise UsageError("usage: %s" % " ".join([operation] + expected))
-    if force and operation != "detach_node":
+        raise UsageError("usage: mainclient.py %s" % usage(operation))
+    if "--force" in flags and operation != "detach_node":
         raise UsageError("--force goes with detach_node only")
     for kind, value in zip(expected, arguments):
         try:
             CHECKS[kind](value)
         except ValueError as err:
             raise UsageError(str(err))
-    return operation, arguments, {"force": True} if force else {}, as_json, overrides
+    return operation, arguments, {"force": True} if "--force" in flags else {}, "--json" in flags, overrides
 
 
 def show(operation, result):
@@ -96,36 +133,43 @@ def show(operation, result):
     return "\n".join(lines)
 
 
+def refused_key(err):
+    """Did the servers refuse our messages for their authentication (a wrong or missing key)?"""
+    while err is not None:
+        if isinstance(err, Pyro4.errors.SecurityError):
+            return True
+        err = err.__cause__
+    return False
+
+
 def call(settings, operation, arguments, options):
     where = "%s:%s" % (settings.BMI_NS_HOST, settings.BMI_NS_PORT)
+    key_refused = Unreachable("authentication failed: the servers refused the key in %s" % settings.BMI_KEY_FILE)
     try:
-        with pyrosetup.locate_ns(settings) as ns:
-            uri = ns.lookup(settings.BMI_OBJECT_NAME)
+        ns = pyrosetup.locate_ns(settings)
     except Pyro4.errors.PyroError as err:
-        refused(err, settings)
-        if "unknown name" in str(err):
-            raise ConnectionError("the main server is not registered with the name server at %s" % where)
-        raise ConnectionError("cannot reach the name server at %s" % where)
+        raise key_refused if refused_key(err) else Unreachable("cannot reach the name server at %s" % where)
+    try:
+        with ns:
+            uri = ns.lookup(settings.BMI_OBJECT_NAME)
+    except Pyro4.errors.NamingError:
+        raise Unreachable("the main server is not registered with the name server at %s" % where)
+    except Pyro4.errors.PyroError as err:
+        raise key_refused if refused_key(err) else Unreachable("cannot reach the name server at %s" % where)
     try:
         with pyrosetup.proxy(uri) as server:
             return getattr(server, operation)(*arguments, **options)
     except Pyro4.errors.CommunicationError as err:
-        refused(err, settings)
-        raise ConnectionError("cannot reach the main server at %s:%s (%s)" % (uri.host, uri.port, err))
-
-
-def refused(err, settings):
-    """Say so plainly when the servers refused our messages for their authentication."""
-    if "hmac" in "%s %s" % (err, err.__cause__):
-        raise ConnectionError("authentication failed: the servers refused the key in %s" % settings.BMI_KEY_FILE)
+        raise key_refused if refused_key(err) else Unreachable("cannot reach the main server at %s:%s (%s)"
+                                                               % (uri.host, uri.port, err))
 
 
 def main(argv):
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage(), file=sys.stdout if argv else sys.stderr)
-        return EXIT_OK if argv else EXIT_USAGE
     try:
         operation, arguments, options, as_json, overrides = parse(argv)
+        if operation is None:
+            print(help_text(arguments[0] if arguments and arguments[0] in OPERATIONS else None))
+            return EXIT_OK
         settings = config.Settings(**overrides)
     except (UsageError, ValueError) as err:
         print("mainclient: %s" % err, file=sys.stderr)
@@ -137,7 +181,7 @@ def main(argv):
         return EXIT_UNREACHABLE
     try:
         result = call(settings, operation, arguments, options)
-    except ConnectionError as err:
+    except Unreachable as err:
         print("mainclient: %s" % err, file=sys.stderr)
         return EXIT_UNREACHABLE
     except (ValueError, TypeError) as err:   # the server's own check of the arguments

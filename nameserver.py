@@ -1,5 +1,4 @@
 """bmi-rpc name server: where the main server registers and the client looks it up."""
-import argparse
 import logging
 import sys
 
@@ -8,10 +7,7 @@ from bmi import pyrosetup
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="bmi-rpc name server (Pyro4)")
-    for flag, name in pyrosetup.COMMON_FLAGS[:2]:
-        parser.add_argument(flag, dest=name, help="overrides %s" % name)
-    settings = config.Settings(**vars(parser.parse_args(argv)))
+    settings = config.from_command_line("nameserver", "the bmi-rpc name server (Pyro4)", config.NAME_SERVER, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s nameserver %(levelname)s %(message)s")
     try:
         pyrosetup.configure(settings, create_key=True)

@@ -1,6 +1,7 @@
 """Unit tests of the MainServer class: real scripts, a private tgtd, and for rbd a throwaway Ceph
 cluster. Each test runs on every storage backend and checks a method's actual output against the
 expected output, and that refused calls change nothing."""
+import json
 import os
 import subprocess
 import threading
@@ -8,13 +9,15 @@ import threading
 import Pyro4
 import pytest
 
-pytest.register_assert_rewrite("tests.fixtures")
+
 
 from bmi import runner
 from mainserver import MainServer
-from tests.fixtures import lun_url, make_image_file, node_record, read_lun, state_of, wait_until, write_lun
+from testkit.daemons import wait_until
+from testkit.fixtures import state_of
+from testkit.images import make_image_file
+from testkit.initiator import lun_url, node_record, read_lun, write_lun
 
-pytest_plugins = ["tests.fixtures"]
 
 OPERATIONS = {"import_image", "provision", "detach_node", "create_snapshot", "list_all_images", "ping"}
 
@@ -148,7 +151,7 @@ def test_detach_node_of_an_unknown_node_says_so(server, golden):
 
 def test_detach_node_refuses_while_an_initiator_is_logged_in(server, settings, golden, tgtd):
     server.provision("golden", "node-a")
-    tid = node_record(settings, "node-a")["tid"]
+    tid = tgtd.tid(settings.BMI_IQN_PREFIX + ":node-a")
     # qemu-io holds a session for as long as it sleeps
     holder = subprocess.Popen(["qemu-io", "-f", "raw", "-c", "sleep 60000", lun_url(settings, "node-a")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -193,7 +196,7 @@ def test_create_snapshot_refuses_an_unknown_node_or_a_taken_name(server, setting
 def test_a_failed_target_creation_leaves_nothing_behind(server, settings, golden, tgtd):
     before = state_of(settings, tgtd)
     tgtd.stop()
-    with pytest.raises(RuntimeError, match="tgt create: .*not connected"):
+    with pytest.raises(RuntimeError, match="^cannot export .*:node-a: tgtd is not running"):
         server.provision("golden", "node-a")
     tgtd.start()
     assert state_of(settings, tgtd) == before
@@ -203,22 +206,25 @@ def test_a_failed_target_creation_leaves_nothing_behind(server, settings, golden
 def test_a_new_server_exports_every_node_again_after_a_tgtd_restart(server, settings, golden, tgtd, tmp_path):
     server.provision("golden", "node-a")
     server.provision("golden", "node-b")
-    exported = tgtd.targets()
+    exported = tgtd.exports()
+    server.close()
     tgtd.restart()
     assert tgtd.targets() == {}
-    MainServer(settings)
-    assert tgtd.targets() == exported
+    with MainServer(settings):
+        assert tgtd.exports() == exported
     assert read_lun(lun_url(settings, "node-b"), tmp_path / "b.raw") == golden
 
 
 def test_a_new_server_undoes_a_provisioning_a_crash_interrupted(server, settings, golden, tgtd):
     empty = state_of(settings, tgtd)
     server.provision("golden", "node-a")
+    server.close()
     record = node_record(settings, "node-a")
     record["state"] = "provisioning"   # as a crash before the last step leaves it
-    server._records.save(record)
-    MainServer(settings)
-    assert state_of(settings, tgtd) == empty
+    with open(os.path.join(settings.BMI_STATE_DIR, "nodes", "node-a.json"), "w") as f:
+        json.dump(record, f)
+    with MainServer(settings):
+        assert state_of(settings, tgtd) == empty
 
 
 def test_racing_provisions_of_one_node_have_one_winner(server, settings, golden, tgtd):

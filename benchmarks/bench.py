@@ -16,12 +16,13 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import config  # noqa: E402
-from bmi import pyrosetup  # noqa: E402
-from mainserver import MainServer  # noqa: E402
-from tests.fixtures import ROOT, CephCluster, Service, Tgtd, free_port, make_image_file  # noqa: E402
+import config
+from bmi import pyrosetup
+from config import ROOT
+from mainserver import MainServer
+from testkit.daemons import CephCluster, Tgtd, free_port
+from testkit.images import make_image_file
+from testkit.service import Service, detach_every_node
 
 TARGETS = {   # name: (figure, limit, what the issue asks)
     "provision_vs_scripts": ("server-side provision / scripts run directly", 1.10, "at most"),
@@ -72,8 +73,7 @@ class Bench:
 
     def stop(self):
         self.proxy._pyroRelease()
-        for node in self.service_nodes():
-            self.service.client("detach_node", "--force", node)
+        detach_every_node(self.service)
         self.service.stop()
         self.tgtd.stop()
 

@@ -1,28 +1,82 @@
-"""Provisioned nodes: one JSON record a node in STATE/nodes, kept in memory too.
+"""Provisioned nodes: what the service knows of each (a NodeRecord), and where that is kept.
 
-A record is written before its operation changes anything, and its "state" says how far the
+A record is written before its operation changes anything, and its state says how far the
 operation got, so that a restarted server can undo what a crash left half done:
   provisioning  being made; undone at the next start
   ready         complete: disk, target and boot script exist
   detaching     being taken away; finished at the next start
-Records hold the node's CHAP secret, so they are readable by their owner only.
+Records hold the node's CHAP secret, so they are readable by root alone.
 """
+import dataclasses
 import json
 import os
 import threading
 
+from bmi.files import remove_partials, write_private
+
+PROVISIONING, READY, DETACHING = "provisioning", "ready", "detaching"
+
+
+@dataclasses.dataclass(frozen=True)
+class Backing:
+    """How tgtd reaches a node's disk: its backing-store type, path and options (tgtadm's --bstype,
+    --backing-store, --bsopts)."""
+    bstype: str
+    path: str
+    bsopts: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeRecord:
+    SCHEMA = 1   # the "schema" field of a stored record: what this code reads and writes
+
+    node: str
+    image: str
+    iqn: str
+    chap_user: str
+    chap_secret: str
+    state: str = PROVISIONING
+    backing: Backing = None   # once the disk exists
+
+    def changed(self, **fields):
+        return dataclasses.replace(self, **fields)
+
+    def to_json(self):
+        return json.dumps(dict(dataclasses.asdict(self), schema=self.SCHEMA))
+
+    @classmethod
+    def from_json(cls, text, where):
+        fields = json.loads(text)
+        schema = fields.pop("schema", None)
+        if schema != cls.SCHEMA:
+            raise ValueError("%s: node record of schema %r; this server reads schema %d" % (where, schema, cls.SCHEMA))
+        if fields["backing"] is not None:
+            fields["backing"] = Backing(**fields["backing"])
+        return cls(**fields)
+
+
+class NodeExists(RuntimeError):
+    def __init__(self, record):
+        super().__init__("node %s is already provisioned (from image %s)" % (record.node, record.image))
+
 
 class NodeRecords:
+    """The records of one server, one JSON file a node in a directory, kept in memory too."""
+
     def __init__(self, directory):
         self.directory = directory
-        os.makedirs(directory, mode=0o700, exist_ok=True)
         self._lock = threading.Lock()
         self._records = {}
-        for name in os.listdir(directory):
+
+    def load(self):
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        remove_partials(self.directory)
+        for name in sorted(os.listdir(self.directory)):
             if name.endswith(".json") and not name.startswith("."):
-                with open(os.path.join(directory, name)) as f:
-                    record = json.load(f)
-                self._records[record["node"]] = record
+                path = os.path.join(self.directory, name)
+                with open(path) as f:
+                    record = NodeRecord.from_json(f.read(), path)
+                self._records[record.node] = record
 
     def get(self, node):
         with self._lock:
@@ -33,44 +87,34 @@ class NodeRecords:
             return list(self._records.values())
 
     def add(self, record):
-        """Save a new node's record with the smallest target id no other node has."""
+        """Save a new node's record; NodeExists if the node has one."""
         with self._lock:
-            if record["node"] in self._records:
-                old = self._records[record["node"]]
-                raise RuntimeError("node %s is already provisioned (from image %s)" % (old["node"], old["image"]))
-            used = {r["tid"] for r in self._records.values()}
-            record["tid"] = next(tid for tid in range(1, len(used) + 2) if tid not in used)
-            self._records[record["node"]] = record   # holds the tid while the record is written
+            if record.node in self._records:
+                raise NodeExists(self._records[record.node])
+            self._records[record.node] = record   # holds the name while the record is written
         try:
-            self.save(record)
+            self._write(record)
         except BaseException:   # a full disk, say: the node was never there
             with self._lock:
-                if self._records.get(record["node"]) is record:
-                    del self._records[record["node"]]
+                del self._records[record.node]
             raise
 
     def save(self, record):
-        """Write the record whole or not at all, then keep it in memory."""
-        path = os.path.join(self.directory, record["node"] + ".json")
-        partial = os.path.join(self.directory, "." + record["node"] + ".json.partial")
-        try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(record, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(partial, path)
-        except BaseException:
-            if os.path.exists(partial):
-                os.unlink(partial)
-            raise
+        """Replace the node's record, on disk whole or not at all, then in memory."""
+        self._write(record)
         with self._lock:
-            self._records[record["node"]] = record
+            self._records[record.node] = record
 
     def delete(self, node):
         try:
-            os.unlink(os.path.join(self.directory, node + ".json"))
+            os.unlink(self._path(node))
         except FileNotFoundError:
             pass
         with self._lock:
             self._records.pop(node, None)
+
+    def _path(self, node):
+        return os.path.join(self.directory, node + ".json")
+
+    def _write(self, record):
+        write_private(self._path(record.node), record.to_json())

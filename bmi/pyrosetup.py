@@ -9,9 +9,7 @@ import ssl
 import Pyro4
 import Pyro4.socketutil
 
-# (flag, setting) pairs every program takes
-COMMON_FLAGS = [("--ns-host", "BMI_NS_HOST"), ("--ns-port", "BMI_NS_PORT"),
-                ("--host", "BMI_SERVER_HOST"), ("--port", "BMI_SERVER_PORT")]
+from bmi.files import write_private
 
 _hmac_key = None
 MIN_KEY_BYTES = 16
@@ -26,8 +24,6 @@ def configure(settings, create_key=False):
     Pyro4.config.SOCK_REUSE = True   # a restarted server binds its port again at once
     Pyro4.config.THREADPOOL_SIZE = settings.BMI_THREADPOOL_SIZE
     if settings.BMI_TLS_CERT:
-        if not settings.BMI_TLS_CA:
-            raise ValueError("BMI_TLS_CERT needs BMI_TLS_CA, the CA that signed every program's certificate")
         # Pyro4's own contexts trust the system's CAs too, and handshake in the accepting thread
         Pyro4.socketutil.getSSLcontext = _ssl_context
         # every program shows its certificate, as server and as client, and checks the other's
@@ -72,26 +68,14 @@ def _ssl_context(servercert="", serverkey="", clientcert="", clientkey="", cacer
 
 def _create_key_file(path):
     """Make the key file, mode 0600, unless it exists. Two programs starting at the same instant
-    both end up with the one key: each writes its own candidate, and linking it into place
-    succeeds for one of them only."""
+    both end up with the one key: linking a candidate into place succeeds for one of them only."""
     if os.path.exists(path):
         return
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-    candidate = "%s.%d.partial" % (path, os.getpid())
     try:
-        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(candidate, path)
+        write_private(path, secrets.token_hex(32) + "\n", replace=False)
     except FileExistsError:
         pass
-    except OSError as err:
-        raise OSError(err.errno, "cannot create the key file %s: %s" % (path, err.strerror)) from err
-    finally:
-        if os.path.exists(candidate):
-            os.unlink(candidate)
 
 
 def locate_ns(settings):

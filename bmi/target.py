@@ -1,23 +1,67 @@
-"""Target backend: iSCSI targets in tgtd, made and removed by the script scripts/target/tgt."""
+"""Target backend: iSCSI targets in tgtd, made and removed by the script scripts/target/tgt.
+
+Targets are known by their IQN; the target id tgtd needs (tid) is this side's own business. The
+tgtd instance belongs to the service, so a target with one of our IQNs is ours.
+"""
+import threading
+
 from bmi import runner
 
 
 class Target:
     def __init__(self, settings):
         self._run = runner.Script("target", "tgt", settings)
+        self._control_port = settings.BMI_TGT_CONTROL_PORT
+        self._lock = threading.Lock()
+        self._tids = {}   # iqn -> tid, of the targets made here or found in tgtd
 
-    def create(self, tid, iqn, backing, chap_user, chap_secret):
-        bstype, store, bsopts = backing
-        self._run("create", str(tid), iqn, bstype, store, bsopts, chap_user, chap_secret)
+    def create(self, iqn, backing, chap_user, chap_secret):
+        """Export backing (a nodes.Backing) as LUN 1 of target iqn, behind the CHAP account."""
+        with self._lock:
+            tid = self._tids.get(iqn) or min(set(range(1, len(self._tids) + 2)) - set(self._tids.values()))
+            self._tids[iqn] = tid   # a target that tgtd lost gets its old tid back
+        try:
+            self._run("create", str(tid), iqn, backing.bstype, backing.path, backing.bsopts, chap_user, chap_secret)
+        except runner.CommandFailed as err:
+            raise runner.CommandFailed("cannot export %s: %s" % (iqn, err)) from None
 
-    def delete(self, tid, chap_user, force=False):
-        self._run("delete", str(tid), chap_user, *(["--force"] if force else []))
+    def delete(self, iqn, chap_user, force=False):
+        """Remove the target and its CHAP account; what is already gone is fine."""
+        tid = self._tid(iqn)
+        try:
+            self._run("delete", str(tid or "-"), chap_user, *(["--force"] if force else []))
+        except runner.CommandFailed as err:
+            raise runner.CommandFailed("cannot remove the target %s: %s" % (iqn, err)) from None
+        with self._lock:
+            self._tids.pop(iqn, None)
 
-    def connections(self, tid):
+    def connections(self, iqn):
         """Initiators logged in to the target."""
-        return self._run("connections", str(tid)).split()
+        tid = self._tid(iqn)
+        return self._ask("connections", str(tid)).split() if tid else []
 
     def exported(self):
-        """{tid: iqn} of every target tgtd has now."""
-        pairs = (line.split(" ", 1) for line in self._run("list").splitlines())
-        return {int(tid): iqn for tid, iqn in pairs}
+        """The IQNs of every target tgtd has now."""
+        found = {}
+        for line in self._ask("list").splitlines():
+            tid, iqn = line.split(" ", 1)
+            found[iqn] = int(tid)
+        with self._lock:
+            self._tids.update(found)
+        return set(found)
+
+    def _tid(self, iqn):
+        with self._lock:
+            tid = self._tids.get(iqn)
+        if tid is None:
+            self.exported()   # made by a server before this one
+            with self._lock:
+                tid = self._tids.get(iqn)
+        return tid
+
+    def _ask(self, *args):
+        try:
+            return self._run(*args)
+        except runner.CommandFailed as err:
+            raise runner.CommandFailed("cannot ask tgtd (control port %d) for its targets: %s"
+                                       % (self._control_port, err)) from None

@@ -8,11 +8,11 @@ import os
 
 import pytest
 
-from tests.bootdisk import boot_sector, write_boot_image
-from tests.bootvm import IPXE_ROM, booted_node, wait_for_marker
-from tests.fixtures import lun_url, require, require_command, write_lun
+from testkit.bootdisk import boot_sector, write_boot_image
+from testkit.bootvm import IPXE_ROM, booted_node, wait_for_marker
+from testkit.daemons import require, require_command
+from testkit.initiator import lun_url, write_lun
 
-pytest_plugins = ["tests.fixtures"]   # so that this file also runs on its own
 
 BOOT_SECONDS = 180   # about 10 s seen here; room for a loaded machine
 

@@ -20,12 +20,12 @@ import Pyro4.socketutil
 import Pyro4.util
 import pytest
 
-pytest.register_assert_rewrite("tests.fixtures")
 
-from tests.fixtures import (Service, audit_lines, free_port, make_image_file, node_record, require_command,
-                            variant)
+from testkit.daemons import free_port, require_command
+from testkit.images import make_image_file
+from testkit.initiator import node_record
+from testkit.service import Service, audit_lines, detach_every_node, variant
 
-pytest_plugins = ["tests.fixtures"]
 
 file_only = pytest.mark.parametrize("backend", ["file"], indirect=True)
 
@@ -231,11 +231,12 @@ def with_tls(settings, cert, ca, **changes):
 @pytest.fixture
 def tls_service(settings, certificates, tmp_path):
     processes = Service(with_tls(settings, certificates.cert, certificates.ca[0]), str(tmp_path))
-    processes.start()
-    yield processes
-    for node in json.loads(processes.client("--json", "list_all_images").stdout or '{"nodes": []}')["nodes"]:
-        processes.client("detach_node", "--force", node["node"])
-    processes.stop()
+    try:
+        processes.start()
+        yield processes
+        detach_every_node(processes)
+    finally:
+        processes.stop()
 
 
 @file_only

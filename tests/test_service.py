@@ -6,10 +6,11 @@ import subprocess
 
 import pytest
 
-from tests.fixtures import (Service, lun_url, make_image_file, read_lun, require_command,
-                            stop_process, wait_until)
+from testkit.daemons import require_command, stop_process, wait_until
+from testkit.images import make_image_file
+from testkit.initiator import lun_url, read_lun
+from testkit.service import Service
 
-pytest_plugins = ["tests.fixtures"]   # so that this file also runs on its own
 
 
 def test_provision_exports_the_golden_image_to_a_real_initiator(service, settings, tgtd, tmp_path):
@@ -50,14 +51,14 @@ def test_provision_json_result(service, settings, tgtd, tmp_path):
 
 
 @pytest.mark.parametrize("arguments, code, message", [
-    ([], 2, "bmi-rpc client"),
+    ([], 2, "no operation given"),
     (["frobnicate"], 2, "unknown operation 'frobnicate'"),
-    (["provision", "golden"], 2, "usage: provision IMAGE NODE"),
+    (["provision", "golden"], 2, "usage: mainclient.py provision IMAGE NODE"),
     (["provision", "golden", "Node;rm"], 2, "invalid node name 'Node;rm'"),
     (["import_image", "golden", "relative.raw"], 2, "invalid path 'relative.raw'"),
     (["list_all_images", "--force"], 2, "--force goes with detach_node only"),
     (["--bogus", "list_all_images"], 2, "unknown option '--bogus'"),
-    (["provision", "missing", "node-a"], 1, "clone: no such image: missing"),
+    (["provision", "missing", "node-a"], 1, "provision failed: no such image: missing"),
     (["detach_node", "node-x"], 1, "detach_node failed: node node-x is not provisioned"),
 ])
 def test_bad_input_gets_one_line_and_its_exit_code(service, arguments, code, message):

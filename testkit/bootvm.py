@@ -4,7 +4,7 @@ The node is qemu (TCG, no KVM) with one e1000 NIC running the iPXE ROM from
 Debian's ipxe-qemu and no local disk.  qemu's user-mode network serves DHCP
 and TFTP (``tftp_dir``/``boot_file``, e.g. an iPXE script doing ``sanboot``);
 the guest reaches the host's 127.0.0.1 as 10.0.2.2.  Guest serial (COM1)
-goes to ``serial_log``; the boot disk from ``tests/bootdisk.py`` prints its
+goes to ``serial_log``; the boot disk from ``testkit/bootdisk.py`` prints its
 marker there.  iPXE itself prints only to VGA (these ROMs have no serial
 console), so a failed sanboot shows only as a missing marker; the node then
 exits by itself within seconds (see ``-boot`` below).
@@ -135,7 +135,7 @@ def booted_node(tftp_dir, boot_file, serial_log, **kwargs):
 
 
 if __name__ == "__main__":
-    # python tests/bootvm.py TFTP_DIR BOOT_FILE SERIAL_LOG MARKER: boot a node until it prints MARKER
+    # python -m testkit.bootvm TFTP_DIR BOOT_FILE SERIAL_LOG MARKER: boot a node until it prints MARKER
     import sys
 
     tftp, boot_file, log, marker = sys.argv[1:5]

@@ -1,9 +1,4 @@
-"""Test fixtures of bmi-rpc: a private tgtd, a throwaway Ceph cluster, the three real processes.
-
-Everything binds to 127.0.0.1 and is stopped by its own process id. A missing component fails
-the run in CI (CI=true) and skips the test elsewhere, naming the Debian package to install.
-"""
-import glob
+"""A private tgtd and a throwaway Ceph cluster, on loopback, stopped by their own process id."""
 import json
 import os
 import random
@@ -13,25 +8,30 @@ import subprocess
 import sys
 import time
 
-import pytest
+from config import ROOT
 
-import config
-from mainserver import MainServer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IN_CI = os.environ.get("CI") == "true"
-BACKENDS = ["file", "rbd"]
 # I/O threads tgtd gives each LUN (its default is 16): with rbd each LUN also carries a Ceph client
 # of its own, and at hundreds of LUNs the threads' wake-ups cost tgtd a core (see README).
 TGTD_IO_THREADS = "4"
 
 
+class Missing(RuntimeError):
+    """A component the machine lacks."""
+
+
 def require(present, package):
-    if not present:
-        message = "needs the Debian package %s" % package
-        if IN_CI:
-            pytest.fail(message + " (CI must install it)")
-        pytest.skip(message)
+    """Under pytest, skip the test, or fail it in CI (CI=true), when present is false; elsewhere
+    raise Missing. Either way the message names the Debian package to install."""
+    if present:
+        return
+    message = "needs the Debian package %s" % package
+    pytest = sys.modules.get("pytest")
+    if pytest is None:
+        raise Missing(message)
+    if IN_CI:
+        pytest.fail(message + " (CI must install it)")
+    pytest.skip(message)
 
 
 def require_command(command, package):
@@ -61,48 +61,6 @@ def wait_until(check, timeout, what):
         if time.monotonic() > deadline:
             raise TimeoutError("%s: not within %s s" % (what, timeout))
         time.sleep(0.05)
-
-
-def variant(settings, **changes):
-    """The settings with some changed: another program, or the same ones configured otherwise."""
-    return config.Settings(**dict(settings.environment(), **changes))
-
-
-def audit_lines(settings):
-    """The main server's audit log, one dict a call."""
-    if not os.path.exists(settings.BMI_AUDIT_LOG):
-        return []
-    with open(settings.BMI_AUDIT_LOG) as f:
-        return [json.loads(line) for line in f]
-
-
-def node_record(settings, node):
-    with open(os.path.join(settings.BMI_STATE_DIR, "nodes", node + ".json")) as f:
-        return json.load(f)
-
-
-def lun_url(settings, node, portal=None, credentials=True):
-    """iscsi:// URL of a node's LUN, logging in with its CHAP user and secret."""
-    record = node_record(settings, node)
-    login = "%s%%%s@" % (record["chap_user"], record["chap_secret"]) if credentials else ""
-    return "iscsi://%s%s/%s/1" % (login, portal or settings.BMI_ISCSI_PORTAL, record["iqn"])
-
-
-def read_lun(url, path):
-    """Copy a whole LUN into a file with a real initiator (qemu's libiscsi driver)."""
-    require_command("qemu-img", "qemu-utils")
-    require(glob.glob("/usr/lib/*/qemu/block-iscsi.so"), "qemu-block-extra")
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "raw", url, str(path)],
-                   check=True, capture_output=True, timeout=120)
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def write_lun(url, offset, data_path):
-    """Write a file's bytes into a LUN at offset, through iSCSI."""
-    size = os.path.getsize(data_path)
-    subprocess.run(["qemu-io", "-f", "raw", "-c", "write -s %s %d %d" % (data_path, offset, size), url],
-                   check=True, capture_output=True, timeout=120)
 
 
 class Tgtd:
@@ -152,6 +110,9 @@ class Tgtd:
         out = self.admin("--op", "show", "--mode", "target").stdout
         return {int(line.split()[1].rstrip(":")): line.split()[2]
                 for line in out.splitlines() if line.startswith("Target ")}
+
+    def tid(self, iqn):
+        return {name: tid for tid, name in self.targets().items()}[iqn]
 
     def exports(self):
         """{iqn: {"luns": backing stores, "accounts": bound CHAP users, "acl": initiators allowed}} of every
@@ -219,123 +180,6 @@ class CephCluster:
                        capture_output=True, timeout=60)
 
 
-@pytest.fixture
-def tgtd(tmp_path):
-    daemon = Tgtd(tmp_path / "tgtd.log")
-    daemon.start()
-    yield daemon
-    daemon.stop()
-
-
-@pytest.fixture(scope="session")
-def ceph_cluster(tmp_path_factory):
-    cluster = CephCluster(tmp_path_factory.mktemp("ceph") / "cluster")
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-def settings(backend, tgtd, tmp_path, request):
-    values = {"BMI_STATE_DIR": str(tmp_path / "state"), "BMI_BACKEND": backend,
-              "BMI_TGT_CONTROL_PORT": tgtd.control, "BMI_ISCSI_PORTAL": tgtd.portal,
-              # what a test VM on qemu's user-mode network sees of the host's loopback
-              "BMI_BOOT_PORTAL": "10.0.2.2:%d" % tgtd.port,
-              "BMI_NS_PORT": free_port(), "BMI_SERVER_PORT": free_port(),
-              "BMI_KEY_FILE": str(tmp_path / "hmac.key"),
-              "BMI_TGT_CHECK_SECONDS": 0.5, "BMI_SCRIPT_TIMEOUT": 60}
-    if backend == "rbd":
-        cluster = request.getfixturevalue("ceph_cluster")
-        require("rbd" in tgtd.backing_stores(), "tgt-rbd (installed before tgtd starts)")
-        values.update(cluster.settings)
-        request.addfinalizer(cluster.wipe)
-    return config.Settings(**values)
-
-
-@pytest.fixture
-def server(settings):
-    main = MainServer(settings)
-    yield main
-    for node in main.list_all_images()["nodes"]:   # before tgtd goes: rbd keeps a killed tgtd's watch
-        main.detach_node(node["node"], force=True)
-
-
-class Service:
-    """The three real processes: name server, main server, and mainclient run as a user runs it."""
-
-    def __init__(self, settings, workdir):
-        self.settings = settings
-        self.workdir = workdir
-        self.env = dict(os.environ, PYTHONUNBUFFERED="1", **settings.environment())
-        self.nameserver = self.mainserver = None
-
-    def _start(self, program):
-        with open(os.path.join(self.workdir, program + ".log"), "ab") as log:
-            return subprocess.Popen([sys.executable, os.path.join(ROOT, program + ".py")],
-                                    env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-
-    def start_nameserver(self):
-        self.nameserver = self._start("nameserver")
-
-    def start_mainserver(self):
-        self.mainserver = self._start("mainserver")
-
-    def start(self):
-        self.start_nameserver()
-        self.start_mainserver()
-        self.wait_ready()
-
-    def wait_ready(self, timeout=30):
-        wait_until(lambda: self.client("list_all_images").returncode == 0, timeout, "main server reachable")
-
-    def client(self, *args, timeout=180):
-        return subprocess.run([sys.executable, os.path.join(ROOT, "mainclient.py"), *args], env=self.env,
-                              cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-    def log(self, program):
-        with open(os.path.join(self.workdir, program + ".log")) as f:
-            return f.read()
-
-    def stop(self):
-        for proc in (self.mainserver, self.nameserver):
-            if proc is not None:
-                stop_process(proc)
-
-
-@pytest.fixture
-def service(settings, tmp_path):
-    processes = Service(settings, str(tmp_path))
-    try:   # a start that fails half way stops what it started too
-        processes.start()
-        yield processes
-        for node in json.loads(processes.client("--json", "list_all_images").stdout or '{"nodes": []}')["nodes"]:
-            processes.client("detach_node", "--force", node["node"])   # before tgtd goes (rbd watches)
-    finally:
-        processes.stop()
-
-
-def make_image_file(path, size=4 * 1024 * 1024):
-    """A raw disk image file of random bytes; returns them."""
-    data = os.urandom(size)
-    with open(path, "wb") as f:
-        f.write(data)
-    return data
-
-
-def state_of(settings, tgtd):
-    """Everything an operation may change: files, targets, CHAP accounts, rbd images."""
-    files = sorted(os.path.relpath(os.path.join(d, f), settings.BMI_STATE_DIR)
-                   for d, _, names in os.walk(settings.BMI_STATE_DIR) for f in names)
-    state = {"files": files, "targets": tgtd.targets(), "accounts": tgtd.accounts()}
-    if settings.BMI_BACKEND == "rbd":
-        state["rbd"] = rbd_images(settings.environment())
-    return state
-
-
 def rbd(settings, *args):
     """The rbd tool run as the service runs it, with the BMI_CEPH_* of settings (a dict)."""
     return subprocess.run(["rbd", "--conf", settings["BMI_CEPH_CONF"], "--id", settings["BMI_CEPH_ID"], *args],
@@ -347,7 +191,8 @@ def rbd_images(settings):
     golden images' namespace, which exists once an image was made."""
     def ls(where):
         out = rbd(settings, "ls", where)
-        assert out.returncode == 0 or "does not exist" in out.stderr, out.stderr
+        if out.returncode != 0 and "does not exist" not in out.stderr:
+            raise RuntimeError("rbd ls %s: %s" % (where, out.stderr))
         return out.stdout.split()
     pool = settings["BMI_CEPH_POOL"]
     return sorted(ls(pool)) + sorted("golden/" + name for name in ls(pool + "/golden"))

@@ -1,0 +1,58 @@
+"""The audit log: one JSON line per operation call, appended to a file that logrotate may rename."""
+import json
+import logging
+import os
+import threading
+import time
+
+log = logging.getLogger("bmi.audit")
+
+
+def shorten(value):
+    """An argument as the audit log keeps it: hostile ones may be huge."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+class AuditLog:
+    """Each line is one write of its own, whole or not at all. Like logging's WatchedFileHandler, it
+    opens the file again when it was renamed or removed (logrotate), so nothing goes to the old one."""
+
+    def __init__(self, path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._fd = None
+
+    def open(self):
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def write(self, operation, args, kwargs, outcome, seconds, caller=None):
+        line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           "caller": "%s:%s" % caller[:2] if caller else "in-process",
+                           "operation": operation, "arguments": [shorten(a) for a in args],
+                           "options": {k: shorten(v) for k, v in kwargs.items()}, "outcome": shorten(outcome),
+                           "seconds": round(seconds, 6)})
+        data = (line + "\n").encode()
+        with self._lock:
+            try:
+                self._reopen_if_moved()
+                size = os.fstat(self._fd).st_size
+                if os.write(self._fd, data) != len(data):   # the disk filled up half way through
+                    os.ftruncate(self._fd, size)
+                    raise OSError(28, os.strerror(28))
+            except OSError as err:   # the operation itself is done and stays done
+                log.error("cannot write the audit log %s (%s); the line was %s", self.path, err.strerror, line)
+
+    def _reopen_if_moved(self):
+        try:
+            moved = not os.path.samestat(os.stat(self.path), os.fstat(self._fd))
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            self.close()
+            self.open()

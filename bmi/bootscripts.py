@@ -1,0 +1,30 @@
+"""Nodes' iPXE boot scripts: BMI_STATE_DIR/boot/NODE.ipxe, which a node loads over TFTP or HTTP."""
+import os
+
+from bmi.files import remove_partials, write_private
+
+
+class BootScripts:
+    def __init__(self, directory, portal):
+        self.directory = directory
+        self._host, self._port = portal.rsplit(":", 1)
+
+    def open(self):
+        os.makedirs(self.directory, exist_ok=True)
+        remove_partials(self.directory)
+
+    def path(self, node):
+        return os.path.join(self.directory, node + ".ipxe")
+
+    def write(self, record):
+        """The script that logs the node in with its CHAP account and boots LUN 1 of its target.
+        Mode 0600: it holds the node's CHAP secret."""
+        write_private(self.path(record.node),
+                      "#!ipxe\ndhcp\nset username %s\nset password %s\nsanboot iscsi:%s::%s:1:%s\n"
+                      % (record.chap_user, record.chap_secret, self._host, self._port, record.iqn), sync=False)
+
+    def remove(self, node):
+        try:
+            os.unlink(self.path(node))
+        except FileNotFoundError:
+            pass

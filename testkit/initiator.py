@@ -1,0 +1,37 @@
+"""A real iSCSI initiator (qemu's libiscsi driver) reading and writing nodes' LUNs."""
+import glob
+import json
+import os
+import subprocess
+
+from testkit.daemons import require, require_command
+
+
+def node_record(settings, node):
+    """The node's record as the main server keeps it."""
+    with open(os.path.join(settings.BMI_STATE_DIR, "nodes", node + ".json")) as f:
+        return json.load(f)
+
+
+def lun_url(settings, node, portal=None, credentials=True):
+    """iscsi:// URL of a node's LUN, logging in with its CHAP user and secret."""
+    record = node_record(settings, node)
+    login = "%s%%%s@" % (record["chap_user"], record["chap_secret"]) if credentials else ""
+    return "iscsi://%s%s/%s/1" % (login, portal or settings.BMI_ISCSI_PORTAL, record["iqn"])
+
+
+def read_lun(url, path):
+    """Copy a whole LUN into a file; return its bytes."""
+    require_command("qemu-img", "qemu-utils")
+    require(glob.glob("/usr/lib/*/qemu/block-iscsi.so"), "qemu-block-extra")
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "raw", url, str(path)],
+                   check=True, capture_output=True, timeout=120)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write_lun(url, offset, data_path):
+    """Write a file's bytes into a LUN at offset."""
+    size = os.path.getsize(data_path)
+    subprocess.run(["qemu-io", "-f", "raw", "-c", "write -s %s %d %d" % (data_path, offset, size), url],
+                   check=True, capture_output=True, timeout=120)
