@@ -66,6 +66,23 @@ def portal(value):
     return value
 
 
+def advertised(value):
+    """Empty, HOST, or HOST:PORT ([v6 address]:PORT for IPv6): where others reach a server."""
+    if value:
+        name, colon, number = value.rpartition(":") if not value.endswith("]") else ("", "", "")
+        try:
+            if colon and not name.startswith("[") and ":" in name:   # a bare IPv6 address, no port
+                host(value)
+            elif colon:
+                host(name.strip("[]"))
+                port(number)
+            else:
+                host(value.strip("[]"))
+        except ValueError:
+            raise ValueError("must be HOST or HOST:PORT")
+    return value
+
+
 def pattern(regex, form):
     def check(value):
         if not re.fullmatch(regex, value):
@@ -93,8 +110,13 @@ class Setting:
 SETTINGS = {setting.name: setting for setting in [
     Setting("BMI_NS_HOST", "127.0.0.1", host, "address of the Pyro4 name server", "--ns-host"),
     Setting("BMI_NS_PORT", "9090", port, "port of the name server", "--ns-port"),
-    Setting("BMI_SERVER_HOST", "127.0.0.1", host, "address the main server listens on", "--host"),
+    Setting("BMI_NS_ADVERTISE", "", advertised,
+            "HOST[:PORT] the name server gives as its own, when it listens on all interfaces (0.0.0.0)"),
+    Setting("BMI_SERVER_HOST", "127.0.0.1", host, "address the main server listens on (0.0.0.0: all)", "--host"),
     Setting("BMI_SERVER_PORT", "9091", port, "port the main server listens on", "--port"),
+    Setting("BMI_SERVER_ADVERTISE", "", advertised,
+            "HOST[:PORT] the main server registers with the name server (empty: its listening address; "
+            "on all interfaces, that of the interface that reaches the name server)"),
     Setting("BMI_OBJECT_NAME", "bmi.mainserver", pattern(r"[A-Za-z0-9._-]+", "letters, digits, '.', '_' or '-'"),
             "name the main server registers under with the name server"),
     Setting("BMI_KEY_FILE", "/etc/bmi-rpc/hmac.key", non_empty, "shared secret that authenticates every message"),
@@ -102,11 +124,16 @@ SETTINGS = {setting.name: setting for setting in [
     Setting("BMI_TLS_KEY", "", text, "TLS: the certificate's private key"),
     Setting("BMI_TLS_CA", "", text, "TLS: the CA that signed every program's certificate"),
     Setting("BMI_AUDIT_LOG", "", text, "audit log, one JSON line a call (empty: BMI_STATE_DIR/audit.log)"),
+    Setting("BMI_LOG_FILE", "", text, "the server's log (empty: standard error)"),
     Setting("BMI_THREADPOOL_SIZE", "160", integer(1), "client connections the main server serves at once"),
     Setting("BMI_STATE_DIR", "/var/lib/bmi", non_empty,
             "images and node disks (file backend), boot scripts, node records", "--state-dir"),
     Setting("BMI_BACKEND", "file", script_in("storage"), "storage backend: a script in scripts/storage/", "--backend"),
-    Setting("BMI_SCRIPT_TIMEOUT", "120", seconds, "seconds one storage or target command may run"),
+    Setting("BMI_SCRIPT_TIMEOUT", "120", seconds, "seconds a quick storage or target command may run"),
+    Setting("BMI_STALL_TIMEOUT", "120", seconds,
+            "seconds a copy (import, snapshot, a clone that copies) may go without progress"),
+    Setting("BMI_CLIENT_TIMEOUT", "30", seconds,
+            "seconds the client waits for an answer of the servers (a long operation's progress counts)"),
     Setting("BMI_CLONE_CONCURRENCY", str(2 * (os.cpu_count() or 1)), integer(1), "node disks cloned at once"),
     Setting("BMI_TGT_CONTROL_PORT", "0", integer(0, 32767), "which tgtd the main server drives (tgtadm -C)"),
     Setting("BMI_TGT_CHECK_SECONDS", "3", seconds, "how often the main server checks that tgtd has every target"),
@@ -123,9 +150,10 @@ SETTINGS = {setting.name: setting for setting in [
 ]}
 
 # what each program reads: its --help lists these
-NAME_SERVER = ["BMI_NS_HOST", "BMI_NS_PORT", "BMI_KEY_FILE", "BMI_TLS_CERT", "BMI_TLS_KEY", "BMI_TLS_CA"]
-CLIENT = NAME_SERVER + ["BMI_OBJECT_NAME"]
-MAIN_SERVER = list(SETTINGS)
+CLIENT = ["BMI_NS_HOST", "BMI_NS_PORT", "BMI_KEY_FILE", "BMI_TLS_CERT", "BMI_TLS_KEY", "BMI_TLS_CA",
+          "BMI_OBJECT_NAME", "BMI_CLIENT_TIMEOUT"]
+NAME_SERVER = CLIENT[:6] + ["BMI_NS_ADVERTISE", "BMI_LOG_FILE"]
+MAIN_SERVER = [name for name in SETTINGS if name not in ("BMI_CLIENT_TIMEOUT", "BMI_NS_ADVERTISE")]
 
 
 class Settings:
@@ -189,3 +217,14 @@ def from_command_line(program, description, names, argv):
         return Settings(**vars(parser.parse_args(argv)))
     except ValueError as err:
         usage_error(err)
+
+
+def settings_file():
+    """An environment file of every setting, for the systemd units: each with its meaning and,
+    commented out, its default; the two the tgtd unit reads set to their defaults."""
+    lines = ["# bmi-rpc settings (README, Configuration), read by its systemd units. A line NAME=VALUE",
+             "# overrides a default; the name server and the main server read this file alike."]
+    for name, setting in SETTINGS.items():
+        active = name in ("BMI_TGT_CONTROL_PORT", "BMI_ISCSI_PORTAL")   # bmi-tgtd.service's command line
+        lines += ["", "# " + setting.meaning, "%s%s=%s" % ("" if active else "#", name, setting.default)]
+    return "\n".join(lines)

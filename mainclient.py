@@ -5,6 +5,7 @@ Exit codes: 0 done; 1 the server refused or the operation failed; 2 usage error;
 """
 import json
 import sys
+import time
 
 import Pyro4
 import Pyro4.errors
@@ -16,10 +17,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 # operation: (arguments, what it does)
 OPERATIONS = {
-    "import_image": (["IMAGE", "PATH"], "copy the raw disk image file PATH (on the server host) in as golden image IMAGE"),
+    "import_image": (["IMAGE", "PATH"], "copy the disk image file PATH (on the server host; raw, qcow2, vmdk, vdi "
+                                        "or vhdx) in as golden image IMAGE, stored raw"),
     "provision": (["IMAGE", "NODE"], "give NODE a copy-on-write clone of IMAGE, its iSCSI target and iPXE boot script"),
     "detach_node": (["NODE"], "take NODE's target, disk and boot script away"),
     "create_snapshot": (["NODE", "SNAPSHOT"], "turn NODE's current disk into the new golden image SNAPSHOT"),
+    "delete_image": (["IMAGE"], "remove the golden image IMAGE (refused while nodes are provisioned from it)"),
     "list_all_images": ([], "list the golden images and the provisioned nodes"),
     "ping": ([], "check that the main server answers"),
 }
@@ -126,6 +129,8 @@ def show(operation, result):
         return "created golden image %(image)s from node %(node)s" % result
     if operation == "import_image":
         return "imported golden image %(image)s from %(path)s" % result
+    if operation == "delete_image":
+        return "deleted golden image %(image)s" % result
     if operation == "ping":
         return result
     lines = ["golden images:"] + ["  %-30s %14d bytes" % (i["name"], i["size_bytes"]) for i in result["images"]]
@@ -133,35 +138,80 @@ def show(operation, result):
     return "\n".join(lines)
 
 
-def refused_key(err):
-    """Did the servers refuse our messages for their authentication (a wrong or missing key)?"""
-    while err is not None:
-        if isinstance(err, Pyro4.errors.SecurityError):
-            return True
-        err = err.__cause__
-    return False
+def unreachable(err, what, where, settings):
+    """The error to tell for a Pyro4 error met reaching what (the name server, the main server)."""
+    cause = err
+    while cause is not None:   # Pyro4 wraps what happened underneath
+        if isinstance(cause, Pyro4.errors.SecurityError):
+            return Unreachable("authentication failed: the servers refused the key in %s" % settings.BMI_KEY_FILE)
+        if isinstance(cause, (Pyro4.errors.TimeoutError, TimeoutError)):   # a socket's timeout is the latter
+            return Unreachable("the %s at %s did not answer within %g s (BMI_CLIENT_TIMEOUT)"
+                               % (what, where, settings.BMI_CLIENT_TIMEOUT))
+        cause = cause.__cause__
+    if what == "name server":
+        return Unreachable("cannot reach the name server at %s" % where)
+    return Unreachable("cannot reach the main server at %s (%s)" % (where, err))
 
 
-def call(settings, operation, arguments, options):
+class ProgressMeter:
+    """How far a long operation got, on stderr, as qemu-img convert -p and rbd show it."""
+
+    def __init__(self, operation):
+        self.operation = operation
+        self.started = time.monotonic()
+        self.shown = False
+
+    def show(self, progress):
+        if not progress or not progress["total"]:
+            return
+        done, total = progress["done"], progress["total"]
+        rate = done / max(time.monotonic() - self.started, 1e-3)
+        sys.stderr.write("\r%s: %3d%% (%s of %s, %s/s)  " % (self.operation, 100 * done // total, size(done),
+                                                            size(total), size(rate)))
+        sys.stderr.flush()
+        self.shown = True
+
+    def end(self):
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def size(count):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return "%.1f %s" % (count, unit) if unit != "B" else "%d B" % count
+        count /= 1024
+    return "%.1f TiB" % count
+
+
+def call(settings, operation, arguments, options, meter=None):
+    """Call the operation through the main server's follow (pings directly), showing progress on
+    meter if given; every wait is bounded by BMI_CLIENT_TIMEOUT."""
     where = "%s:%s" % (settings.BMI_NS_HOST, settings.BMI_NS_PORT)
-    key_refused = Unreachable("authentication failed: the servers refused the key in %s" % settings.BMI_KEY_FILE)
     try:
         ns = pyrosetup.locate_ns(settings)
-    except Pyro4.errors.PyroError as err:
-        raise key_refused if refused_key(err) else Unreachable("cannot reach the name server at %s" % where)
-    try:
         with ns:
             uri = ns.lookup(settings.BMI_OBJECT_NAME)
-    except Pyro4.errors.NamingError:
-        raise Unreachable("the main server is not registered with the name server at %s" % where)
+    except Pyro4.errors.NamingError as err:
+        if err.__cause__ is None:   # the name server answered: it has no such name
+            raise Unreachable("the main server is not registered with the name server at %s" % where)
+        raise unreachable(err, "name server", where, settings)
     except Pyro4.errors.PyroError as err:
-        raise key_refused if refused_key(err) else Unreachable("cannot reach the name server at %s" % where)
+        raise unreachable(err, "name server", where, settings)
     try:
         with pyrosetup.proxy(uri) as server:
-            return getattr(server, operation)(*arguments, **options)
+            if operation == "ping":
+                return server.ping()
+            for item in server.follow(operation, arguments, options):
+                if "result" in item:
+                    return item["result"]
+                if meter:
+                    meter.show(item["progress"])
     except Pyro4.errors.CommunicationError as err:
-        raise key_refused if refused_key(err) else Unreachable("cannot reach the main server at %s:%s (%s)"
-                                                               % (uri.host, uri.port, err))
+        raise unreachable(err, "main server", "%s:%s" % (uri.host, uri.port), settings)
+    finally:
+        if meter:
+            meter.end()
 
 
 def main(argv):
@@ -175,12 +225,13 @@ def main(argv):
         print("mainclient: %s" % err, file=sys.stderr)
         return EXIT_USAGE
     try:
-        pyrosetup.configure(settings)
+        pyrosetup.configure(settings, timeout=settings.BMI_CLIENT_TIMEOUT)
     except (OSError, ValueError) as err:   # no usable key file, or TLS half configured
         print("mainclient: authentication failed: %s" % err, file=sys.stderr)
         return EXIT_UNREACHABLE
     try:
-        result = call(settings, operation, arguments, options)
+        meter = ProgressMeter(operation) if sys.stderr.isatty() and not as_json else None
+        result = call(settings, operation, arguments, options, meter)
     except Unreachable as err:
         print("mainclient: %s" % err, file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -1,8 +1,8 @@
 """bmi-rpc main server: the MainServer object, served through Pyro4 and registered with the name server."""
-import argparse
 import functools
 import logging
 import os
+import queue
 import secrets
 import sys
 import threading
@@ -11,16 +11,26 @@ import time
 import Pyro4
 
 import config
-from bmi import names, pyrosetup
+from bmi import logs, names, progress, pyrosetup
 from bmi.audit import AuditLog
 from bmi.bootscripts import BootScripts
-from bmi.locks import NamedLocks
+from bmi.locks import HeldElsewhere, NamedLocks, hold_lock_file
 from bmi.logs import RecurringProblem
-from bmi.nodes import DETACHING, PROVISIONING, READY, NodeRecord, NodeRecords
+from bmi.nodes import DETACHING, READY, NodeRecord, NodeRecords
 from bmi.storage import Storage
 from bmi.target import Target
 
 log = logging.getLogger("bmi.mainserver")
+OPERATIONS = ("import_image", "provision", "detach_node", "create_snapshot", "delete_image", "list_all_images")
+HEARTBEAT_SECONDS = 1.0   # how often follow says how far an operation got, moved or not
+TGT_LOCK = "/run/lock/bmi-rpc-tgtd-%d.lock"   # one main server drives a tgtd (its control port)
+
+
+def warn_of_a_boot_portal_nodes_cannot_reach(portal):
+    host = portal.rpartition(":")[0].strip("[]")
+    if host in ("localhost", "0.0.0.0", "::", "::1") or host.startswith("127."):
+        log.warning("boot scripts send nodes to %s, which no node can reach: set BMI_BOOT_PORTAL to the "
+                    "address:port at which nodes reach this host's tgtd", portal)
 
 
 def audited(operation):
@@ -67,17 +77,35 @@ class MainServer:
         self._boot_scripts = BootScripts(os.path.join(state, "boot"), self.settings.BMI_BOOT_PORTAL)
         self._audit_log = AuditLog(self.settings.BMI_AUDIT_LOG)
         self._locks = NamedLocks()
+        self._lock_files = []      # held while the server runs: its state directory and its tgtd are its own
         self._unfinished = set()   # nodes a crash left half done: no operation of this process works on them
 
+    def claim(self):
+        """Make the state directory and tgtd this server's own, before it reads or changes anything;
+        HeldElsewhere if another server holds either."""
+        state, control_port = self.settings.BMI_STATE_DIR, self.settings.BMI_TGT_CONTROL_PORT
+        os.makedirs(state, mode=0o700, exist_ok=True)
+        self._lock_files.append(hold_lock_file(os.path.join(state, "lock"), "the state directory %s" % state))
+        try:
+            self._lock_files.append(hold_lock_file(TGT_LOCK % control_port, "tgtd at control port %d" % control_port))
+        except HeldElsewhere:
+            self.close()
+            raise
+
     def start(self):
-        """Open the audit log, read the node records, finish what a crash left half done and export
-        every ready node (or leave that to keep_targets_exported, if tgtd does not answer yet)."""
-        os.makedirs(self.settings.BMI_STATE_DIR, mode=0o700, exist_ok=True)
+        """Claim the state directory and tgtd (unless done), open the audit log, read the node
+        records, finish what a crash left half done and export every ready node (or leave that to
+        keep_targets_exported, if tgtd does not answer yet)."""
+        if not self._lock_files:
+            self.claim()
+        warn_of_a_boot_portal_nodes_cannot_reach(self.settings.BMI_BOOT_PORTAL)
         self._audit_log.open()
         self._boot_scripts.open()
         self._records.load()
         self._unfinished = {r.node for r in self._records.all() if r.state != READY}
         try:
+            leftovers = self._storage.clean()   # before any operation: no copy runs yet
+            threading.Thread(target=self._clean_leftovers, args=(leftovers,), daemon=True).start()
             self._reconcile()
         except Exception as err:
             log.warning("cannot export the provisioned nodes yet: %s", err)
@@ -85,6 +113,8 @@ class MainServer:
 
     def close(self):
         self._audit_log.close()
+        while self._lock_files:
+            os.close(self._lock_files.pop())
 
     def __enter__(self):
         return self.start()
@@ -106,7 +136,7 @@ class MainServer:
     def provision(self, image, node):
         names.check_image(image)
         names.check_node(node)
-        with self._locks.hold("node:" + node):
+        with self._locks.hold("node:" + node, shared=["image:" + image]):
             record = NodeRecord(node=node, image=image, iqn="%s:%s" % (self.settings.BMI_IQN_PREFIX, node),
                                 chap_user=node, chap_secret=secrets.token_urlsafe(12))
             self._records.add(record)   # from here on, a crash is undone at the next start
@@ -133,7 +163,7 @@ class MainServer:
                 if initiators:
                     raise RuntimeError("node %s is in use: %s is logged in to its target; "
                                        "detach_node --force cuts it off" % (node, ", ".join(initiators)))
-            self._teardown(record, force)
+            self._detach(record, force)
         return {"node": node, "image": record.image, "iqn": record.iqn}
 
     @Pyro4.expose
@@ -148,6 +178,19 @@ class MainServer:
 
     @Pyro4.expose
     @audited
+    def delete_image(self, image):
+        names.check_image(image)
+        with self._locks.hold("image:" + image):   # provisions of the image hold it shared
+            nodes = sorted(r.node for r in self._records.all() if r.image == image)
+            if nodes:
+                raise RuntimeError("image %s is in use: node%s %s provisioned from it; detach %s first"
+                                   % (image, "s" if len(nodes) > 1 else "", ", ".join(nodes),
+                                      "them" if len(nodes) > 1 else "it"))
+            self._storage.delete_image(image)
+        return {"image": image}
+
+    @Pyro4.expose
+    @audited
     def list_all_images(self):
         nodes = [{"node": r.node, "image": r.image, "iqn": r.iqn} for r in self._records.all() if r.state == READY]
         return {"images": self._storage.list_images(), "nodes": sorted(nodes, key=lambda n: n["node"])}
@@ -156,6 +199,42 @@ class MainServer:
     def ping(self):
         """A no-op round trip: is the server there?"""
         return "pong"
+
+    @Pyro4.expose
+    def follow(self, operation, arguments, options):
+        """Run one operation, yielding {"progress": {"done": BYTES, "total": BYTES}} every second or
+        so while it runs, then {"result": its result}, or raising its error. Pyro4 streams what a
+        generator yields (ITER_STREAMING), so a client's time limit (BMI_CLIENT_TIMEOUT) bounds each
+        step, not a long operation as a whole. An operation whose client goes away runs to its end."""
+        if operation not in OPERATIONS:
+            raise ValueError("unknown operation %r: one of %s" % (operation, ", ".join(OPERATIONS)))
+        if not isinstance(arguments, (list, tuple)) or not isinstance(options, dict):
+            raise TypeError("arguments must be a list and options a dict")
+        events = queue.Queue()
+        caller = getattr(Pyro4.current_context, "client_sock_addr", None)
+
+        def run():
+            Pyro4.current_context.client_sock_addr = caller   # the audit log names the real caller
+            with progress.reported_to(lambda done, total: events.put(("progress", (done, total)))):
+                try:
+                    events.put(("result", getattr(self, operation)(*arguments, **options)))
+                except Exception as err:
+                    events.put(("error", err))
+
+        threading.Thread(target=run, name="follow " + operation, daemon=True).start()
+        last = None
+        while True:
+            try:
+                kind, value = events.get(timeout=HEARTBEAT_SECONDS)
+            except queue.Empty:
+                kind, value = "progress", last
+            if kind == "result":
+                yield {"result": value}
+                return
+            if kind == "error":
+                raise value
+            last = value
+            yield {"progress": {"done": value[0], "total": value[1]} if value else None}
 
     def keep_targets_exported(self, stop):
         """Until stop is set, give back any target tgtd lost (it restarted, say)."""
@@ -166,6 +245,15 @@ class MainServer:
                 problem.clear()
             except Exception as err:
                 problem.report(err)
+
+    def _clean_leftovers(self, images):
+        """Remove the partial images that a killed writer held open at the start, once it no longer does."""
+        for image in images:
+            with self._locks.hold("image:" + image):
+                try:
+                    self._storage.clean_image(image)
+                except Exception as err:
+                    log.error("cannot remove what a killed copy left of image %s: %s", image, err)
 
     def _audit(self, operation, args, kwargs, outcome, started):
         self._audit_log.write(operation, args, kwargs, outcome, time.monotonic() - started,
@@ -182,24 +270,46 @@ class MainServer:
                 "portal": self.settings.BMI_ISCSI_PORTAL, "lun": 1,
                 "boot_script": self._boot_scripts.path(record.node)}
 
-    def _teardown(self, record, force):
-        """Take a node's target, boot script, disk and record away; what is already gone is fine."""
+    def _detach(self, record, force):
+        """Take a ready node away. Its record says detaching first, so that a crash is finished at the
+        next start; if a later step fails, the node is given back, provisioned and exported, as the
+        reply will say it is."""
+        self._records.save(record.changed(state=DETACHING))   # if this fails, nothing changed
+        exported = True
         try:
             self._target.delete(record.iqn, record.chap_user, force)
-            record = record.changed(state=DETACHING)   # past the only step that may refuse
-            self._records.save(record)
-            self._boot_scripts.remove(record.node)
+            exported = False
             self._storage.remove(record.node)
-            self._records.delete(record.node)
-        except Exception:
-            if record.state != READY:   # half taken away: reconciling finishes it
-                self._unfinished.add(record.node)
-            raise
+        except Exception as err:
+            self._give_back(record, exported, err)
+        self._boot_scripts.remove(record.node)
+        self._records.delete(record.node)
+
+    def _give_back(self, record, exported, err):
+        """A step of detaching record failed with err: raise err once the node is provisioned and
+        exported again, or say that it is half taken away, which reconciling then finishes."""
+        try:
+            if not exported:
+                self._target.create(record.iqn, record.backing, record.chap_user, record.chap_secret)
+            self._records.save(record)
+        except Exception as again:
+            self._unfinished.add(record.node)
+            raise RuntimeError("%s; node %s is half taken away, and could not be given back (%s): the server "
+                               "finishes taking it away" % (err, record.node, again)) from None
+        raise err
+
+    def _take_away(self, record):
+        """Remove whatever of a node exists: target, boot script, disk, record. What is gone is fine."""
+        self._target.delete(record.iqn, record.chap_user, force=True)
+        self._boot_scripts.remove(record.node)
+        self._storage.remove(record.node)
+        self._records.delete(record.node)
 
     def _undo(self, record):
         try:
-            self._teardown(record, force=True)
+            self._take_away(record)
         except Exception as err:   # the caller reports the first failure; reconciling retries this
+            self._unfinished.add(record.node)
             log.error("cannot undo the provisioning of %s yet: %s", record.node, err)
 
     def _reconcile(self):
@@ -209,7 +319,7 @@ class MainServer:
                 record = self._records.get(node)
                 if record is not None:
                     log.info("%s was left %s: taking it away", node, record.state)
-                    self._teardown(record, force=True)
+                    self._take_away(record)
                 self._unfinished.discard(node)
         # Ready before the listing, so a target missing from it is really missing; a node that
         # becomes ready meanwhile is not looked at.
@@ -242,24 +352,27 @@ def register_with_name_server(uri, settings, stop):
 
 def main(argv=None):
     settings = config.from_command_line("mainserver", "the bmi-rpc main server", config.MAIN_SERVER, argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s mainserver %(levelname)s %(message)s")
+    logs.configure("mainserver", settings)
     os.umask(0o077)   # node disks, records, boot scripts and logs are for root alone
+    server = MainServer(settings)
     try:
         pyrosetup.configure(settings, create_key=True)
-    except (OSError, ValueError) as err:
-        sys.exit("mainserver: %s" % err)
-
-    with MainServer(settings) as server:
+        server.claim()   # first of all: its state directory and its tgtd are its own
         daemon = pyrosetup.daemon(settings)
-        uri = daemon.register(server, objectId=settings.BMI_OBJECT_NAME)
-        stop = threading.Event()
-        for job in (lambda: register_with_name_server(uri, settings, stop),
-                    lambda: server.keep_targets_exported(stop)):
-            threading.Thread(target=job, daemon=True).start()
-        try:
-            pyrosetup.serve(daemon, uri, log)
-        finally:
-            stop.set()
+        server.start()
+    except (OSError, ValueError, HeldElsewhere) as err:
+        server.close()
+        sys.exit("mainserver: %s" % (err.strerror if isinstance(err, OSError) and err.strerror else err))
+    uri = daemon.register(server, objectId=settings.BMI_OBJECT_NAME)
+    stop = threading.Event()
+    for job in (lambda: register_with_name_server(uri, settings, stop),
+                lambda: server.keep_targets_exported(stop)):
+        threading.Thread(target=job, daemon=True).start()
+    try:
+        pyrosetup.serve(daemon, uri, log)
+    finally:
+        stop.set()
+        server.close()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from testkit.images import make_image_file
 from testkit.initiator import lun_url, node_record, read_lun, write_lun
 
 
-OPERATIONS = {"import_image", "provision", "detach_node", "create_snapshot", "list_all_images", "ping"}
+OPERATIONS = {"import_image", "provision", "detach_node", "create_snapshot", "delete_image", "list_all_images", "ping",
+              "follow"}
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """bmi-rpc benchmark: RPC overhead, provision latency against its scripts, throughput, scaling,
 client start-up and server memory, on the file and rbd backends. Prints a table, writes JSON.
 
-    tools/benchmark [--backend file|rbd|both] [--out FILE] [--nodes 500]
+    tools/benchmark [--backend file|rbd|both] [--out FILE] [--nodes 500] [--figures control,import]
 
 It starts its own tgtd, Ceph cluster (rbd), name server and main server on loopback, as the tests
 do, and stops them by process id.
@@ -21,7 +21,8 @@ from bmi import pyrosetup
 from config import ROOT
 from mainserver import MainServer
 from testkit.daemons import CephCluster, Tgtd, free_port
-from testkit.images import make_image_file
+from testkit.daemons import rbd
+from testkit.images import GiB, make_image_file, make_random_file
 from testkit.service import Service, detach_every_node
 
 TARGETS = {   # name: (figure, limit, what the issue asks)
@@ -31,6 +32,7 @@ TARGETS = {   # name: (figure, limit, what the issue asks)
     "scaling_ratio": ("provision median at N nodes / at 0", 1.25, "at most"),
     "client_vs_import": ("mainclient wall time / python -c 'import Pyro4'", 1.5, "at most"),
     "server_peak_mb": ("main server peak resident memory, MB", 100.0, "under"),
+    "import_vs_floor": ("import_image of 2 GiB random / its qemu-img convert alone", 1.15, "at most"),
 }
 
 
@@ -105,6 +107,41 @@ class Bench:
             self.scripts_undo(i)
         return {"client": percentiles(client), "server": percentiles(self.audit_seconds("provision", since)),
                 "scripts": percentiles(scripts)}
+
+    def import_throughput(self, size=2 * GiB, pairs=5):
+        """import_image of size bytes of random data against the floor, the same qemu-img convert
+        run alone into the same store, in turns; each from a clean page cache (sync), each on disk
+        when it ends."""
+        source = os.path.join(self.workdir, "random.raw")
+        make_random_file(source, size)
+        service, floor = [], []
+        for i in range(pairs):
+            os.sync()
+            started = time.perf_counter()
+            self.proxy.import_image("import-%d" % i, source)
+            service.append(time.perf_counter() - started)
+            self.proxy.delete_image("import-%d" % i)
+            os.sync()
+            started = time.perf_counter()
+            subprocess.run(["qemu-img", "convert", "-p", "-t", "writeback", "-f", "raw", "-O", "raw", source,
+                            self.floor_target()], check=True, capture_output=True)
+            floor.append(time.perf_counter() - started)
+            self.remove_floor_target()
+        os.unlink(source)
+        return {"bytes": size, "service": percentiles(service), "floor": percentiles(floor),
+                "ratios": percentiles([a / b for a, b in zip(service, floor)])}
+
+    def floor_target(self):
+        settings = self.settings
+        if settings.BMI_BACKEND == "file":
+            return os.path.join(settings.BMI_STATE_DIR, "images", ".floor.partial")
+        return "rbd:%s/golden/_floor:id=%s:conf=%s" % (settings.BMI_CEPH_POOL, settings.BMI_CEPH_ID, settings.BMI_CEPH_CONF)
+
+    def remove_floor_target(self):
+        if self.settings.BMI_BACKEND == "file":
+            os.unlink(self.floor_target())
+        else:
+            rbd(self.settings.environment(), "rm", "--no-progress", self.settings.BMI_CEPH_POOL + "/golden/_floor")
 
     def scripts_directly(self, i):
         """The floor: the provision's two scripts run by hand, with what tgtd needs; its seconds."""
@@ -216,17 +253,21 @@ def run_together(jobs):
     return time.perf_counter() - started
 
 
-def run_backend(backend, nodes, workdir, cluster):
+def run_backend(backend, nodes, workdir, cluster, groups):
     bench = Bench(backend, workdir, cluster)
+    figures = {}
     try:
-        figures = {"rpc": bench.rpc_overhead(), "provision": bench.provision_latency(),
-                   "client": bench.client_wall_time()}
-        figures["throughput"] = bench.throughput()
-        figures["memory_after_throughput_mb"] = bench.server_memory_mb()[0]
-        bench.detach_all()
-        figures["scaling"] = bench.scaling([0, 100, nodes])
-        figures["memory_mb"], figures["peak_memory_mb"] = bench.server_memory_mb()
-        bench.detach_all()
+        if "control" in groups:
+            figures = {"rpc": bench.rpc_overhead(), "provision": bench.provision_latency(),
+                       "client": bench.client_wall_time()}
+            figures["throughput"] = bench.throughput()
+            figures["memory_after_throughput_mb"] = bench.server_memory_mb()[0]
+            bench.detach_all()
+            figures["scaling"] = bench.scaling([0, 100, nodes])
+            figures["memory_mb"], figures["peak_memory_mb"] = bench.server_memory_mb()
+            bench.detach_all()
+        if "import" in groups:
+            figures["import"] = bench.import_throughput()
     finally:
         bench.stop()
     return figures
@@ -234,26 +275,39 @@ def run_backend(backend, nodes, workdir, cluster):
 
 def verdicts(figures, nodes):
     ratio = lambda a, b: a / b  # noqa: E731
-    return {
-        "provision_vs_scripts": ratio(figures["provision"]["server"]["median"], figures["provision"]["scripts"]["median"]),
-        "noop_median_ms": figures["rpc"]["round_trip"]["median"] * 1000,
-        "throughput_seconds": figures["throughput"]["seconds"],
-        "scaling_ratio": ratio(figures["scaling"][str(nodes)]["median"], figures["scaling"]["0"]["median"]),
-        "client_vs_import": ratio(figures["client"]["mainclient_list"]["median"],
-                                  figures["client"]["import_pyro4"]["median"]),
-        "server_peak_mb": figures["peak_memory_mb"],
-    }
+    found = {}
+    if "provision" in figures:
+        found.update({
+            "provision_vs_scripts": ratio(figures["provision"]["server"]["median"], figures["provision"]["scripts"]["median"]),
+            "noop_median_ms": figures["rpc"]["round_trip"]["median"] * 1000,
+            "throughput_seconds": figures["throughput"]["seconds"],
+            "scaling_ratio": ratio(figures["scaling"][str(nodes)]["median"], figures["scaling"]["0"]["median"]),
+            "client_vs_import": ratio(figures["client"]["mainclient_list"]["median"],
+                                      figures["client"]["import_pyro4"]["median"]),
+            "server_peak_mb": figures["peak_memory_mb"],
+        })
+    if "import" in figures:
+        found["import_vs_floor"] = figures["import"]["ratios"]["median"]   # pair by pair: the machine drifts
+    return found
 
 
 def table(results):
     lines = ["%-52s %10s %10s  %s" % ("figure", "file", "rbd", "target")]
     for key, (label, limit, how) in TARGETS.items():
-        cells = ["%10.3f" % results[b]["verdicts"][key] if b in results else "%10s" % "-" for b in ("file", "rbd")]
+        cells = ["%10.3f" % results[b]["verdicts"][key] if key in results.get(b, {}).get("verdicts", {})
+                 else "%10s" % "-" for b in ("file", "rbd")]
         lines.append("%-52s %s %s  %s %g" % (label, cells[0], cells[1], how, limit))
     for backend in ("file", "rbd"):
         if backend not in results:
             continue
         f = results[backend]["figures"]
+        if "import" in f:
+            lines.append("%s: import_image of %d MiB of random data median %.2f s, its qemu-img convert alone %.2f s; "
+                         "ratio pair by pair median %.2f, p95 %.2f"
+                         % (backend, f["import"]["bytes"] >> 20, f["import"]["service"]["median"],
+                            f["import"]["floor"]["median"], f["import"]["ratios"]["median"], f["import"]["ratios"]["p95"]))
+        if "rpc" not in f:
+            continue
         lines.append("")
         lines.append("%s: round trip median %.3f ms p95 %.3f ms, in-process %.4f ms" % (
             backend, f["rpc"]["round_trip"]["median"] * 1e3, f["rpc"]["round_trip"]["p95"] * 1e3,
@@ -279,14 +333,17 @@ def main():
     parser.add_argument("--backend", choices=["file", "rbd", "both"], default="both")
     parser.add_argument("--nodes", type=int, default=500, help="largest number of nodes for the scaling figure")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results.json"))
+    parser.add_argument("--figures", default="control,import",
+                        help="which groups of figures: control (RPC, provisions, scaling, memory), import")
     args = parser.parse_args()
+    groups = set(args.figures.split(","))
     results = {}
     with tempfile.TemporaryDirectory(prefix="bmi-bench-") as workdir:
         cluster = CephCluster(os.path.join(workdir, "ceph")) if args.backend != "file" else None
         try:
             for backend in (["file", "rbd"] if args.backend == "both" else [args.backend]):
                 os.makedirs(os.path.join(workdir, backend))
-                figures = run_backend(backend, args.nodes, os.path.join(workdir, backend), cluster)
+                figures = run_backend(backend, args.nodes, os.path.join(workdir, backend), cluster, groups)
                 results[backend] = {"figures": figures, "verdicts": verdicts(figures, args.nodes)}
         finally:
             if cluster:

@@ -1,4 +1,15 @@
-"""Logging helpers of the servers."""
+"""Logging of the servers: to stderr (the journal, under systemd), or to BMI_LOG_FILE."""
+import logging
+import logging.handlers
+
+
+def configure(program, settings):
+    """Log lines with the time and the program's name; into BMI_LOG_FILE if set, reopened when
+    logrotate renames or removes it."""
+    handler = (logging.handlers.WatchedFileHandler(settings.BMI_LOG_FILE) if settings.BMI_LOG_FILE
+               else logging.StreamHandler())
+    logging.basicConfig(level=logging.INFO, handlers=[handler],
+                        format="%(asctime)s " + program + " %(levelname)s %(message)s")
 
 
 class RecurringProblem:

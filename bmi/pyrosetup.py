@@ -1,9 +1,11 @@
 """Pyro4 settings shared by the name server, the main server and the client: serializers, the
 shared HMAC key that authenticates every message, and optional TLS with client certificates."""
+import errno
 import functools
 import os
 import secrets
 import signal
+import socket
 import ssl
 
 import Pyro4
@@ -15,9 +17,11 @@ _hmac_key = None
 MIN_KEY_BYTES = 16
 
 
-def configure(settings, create_key=False):
-    """Set Pyro4 up for this program. The servers create the key file if it is missing."""
+def configure(settings, create_key=False, timeout=None):
+    """Set Pyro4 up for this program. The servers create the key file if it is missing. With a
+    timeout, every wait for the other side (connect, each answer) is bounded by it (a client's)."""
     global _hmac_key
+    Pyro4.config.COMMTIMEOUT = timeout or 0.0
     # serpent and json only: pickle, dill and marshal would let a caller build arbitrary objects
     Pyro4.config.SERIALIZER = "serpent"
     Pyro4.config.SERIALIZERS_ACCEPTED = {"serpent", "json"}
@@ -34,12 +38,32 @@ def configure(settings, create_key=False):
         Pyro4.config.SSL_CACERTS = settings.BMI_TLS_CA
     if create_key:
         _create_key_file(settings.BMI_KEY_FILE)
-    with open(settings.BMI_KEY_FILE, "rb") as f:
-        _hmac_key = f.read().strip()
-    if len(_hmac_key) < MIN_KEY_BYTES:
+    _hmac_key = read_key_file(settings.BMI_KEY_FILE)
+
+
+def read_key_file(path):
+    """The key in path, refused unless it is the file of its owner alone, as ssh refuses a private key."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise ValueError("there is no key file %s (BMI_KEY_FILE): copy the servers' key file there, "
+                         "mode 0600" % path) from None
+    except OSError as err:
+        raise ValueError("cannot read the key file %s: %s" % (path, err.strerror)) from None
+    with os.fdopen(fd, "rb") as f:
+        status = os.fstat(f.fileno())
+        if status.st_mode & 0o077:
+            raise ValueError("the key file %s is open to others (mode %04o): it must be readable by its owner "
+                             "alone; chmod 600 %s" % (path, status.st_mode & 0o7777, path))
+        if status.st_uid not in (0, os.geteuid()):
+            raise ValueError("the key file %s belongs to user id %d, not to this user (%d) or root"
+                             % (path, status.st_uid, os.geteuid()))
+        key = f.read().strip()
+    if len(key) < MIN_KEY_BYTES:
         # an empty key is no key to Pyro4: it would sign nothing and check nothing
         raise ValueError("the key file %s holds no usable key (%d bytes, at least %d needed)"
-                         % (settings.BMI_KEY_FILE, len(_hmac_key), MIN_KEY_BYTES))
+                         % (path, len(key), MIN_KEY_BYTES))
+    return key
 
 
 class _ServerContext(ssl.SSLContext):
@@ -88,8 +112,52 @@ def proxy(uri):
     return server
 
 
+def _listening(start, host, port, setting):
+    """start(), which makes a server listen on host:port; a port in use is one line naming it."""
+    try:
+        return start()
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise OSError(err.errno, "port %d on %s is in use by another program (%s)" % (port, host, setting)) from None
+        raise OSError(err.errno, "cannot listen on %s:%d (%s): %s" % (host, port, setting, err.strerror)) from None
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+
+
+def advertised(advertise, listen_host, setting, reach=None):
+    """(nathost, natport) for Pyro4: the address a server that listens on listen_host gives others
+    (in its URIs: the name server hands the main server's to clients). advertise (host[:port]) if
+    set; else nothing, the address it listens on, unless it listens on all interfaces: then that of
+    the interface that reaches reach (host, port), if it is no loopback. ValueError naming setting
+    where no reachable address can be told."""
+    if advertise:
+        host, colon, port = advertise.rpartition(":")
+        if not colon or (":" in host and not host.startswith("[")):   # no port: a name, IPv4 or bare IPv6
+            return advertise.strip("[]"), 0
+        return host.strip("[]"), int(port)
+    if listen_host not in WILDCARD_HOSTS:
+        return None, None
+    address = None
+    if reach:
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in reach[0] else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect(reach)   # a route, no packet: the address of the interface that reaches it
+                address = probe.getsockname()[0]
+        except OSError:
+            pass
+    if address is None or address.startswith("127.") or address == "::1":
+        raise ValueError("it listens on all interfaces (%s) but cannot tell which address others reach it at: "
+                         "set %s=HOST[:PORT]" % (listen_host, setting))
+    return address, 0
+
+
 def daemon(settings):
-    server = Pyro4.Daemon(host=settings.BMI_SERVER_HOST, port=settings.BMI_SERVER_PORT)
+    host, port = settings.BMI_SERVER_HOST, settings.BMI_SERVER_PORT
+    nathost, natport = advertised(settings.BMI_SERVER_ADVERTISE, host, "BMI_SERVER_ADVERTISE",
+                                  (settings.BMI_NS_HOST, settings.BMI_NS_PORT))
+    server = _listening(lambda: Pyro4.Daemon(host=host, port=port, nathost=nathost, natport=natport),
+                        host, port, "BMI_SERVER_PORT")
     server._pyroHmacKey = _hmac_key
     return server
 
@@ -97,8 +165,11 @@ def daemon(settings):
 def start_name_server(settings):
     """(uri, daemon) of a name server; no broadcast responder: clients are told where it is."""
     import Pyro4.naming   # here: the client, whose start-up time counts, does not need it
-    uri, name_server, _ = Pyro4.naming.startNS(settings.BMI_NS_HOST, settings.BMI_NS_PORT,
-                                               enableBroadcast=False, hmac=_hmac_key)
+    host, port = settings.BMI_NS_HOST, settings.BMI_NS_PORT
+    nathost, natport = advertised(settings.BMI_NS_ADVERTISE, host, "BMI_NS_ADVERTISE")
+    uri, name_server, _ = _listening(lambda: Pyro4.naming.startNS(host, port, enableBroadcast=False, hmac=_hmac_key,
+                                                                  nathost=nathost, natport=natport),
+                                     host, port, "BMI_NS_PORT")
     return uri, name_server
 
 

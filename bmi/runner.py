@@ -1,9 +1,17 @@
-"""The one way bmi-rpc runs a command: an argument list, never a shell, with a time limit."""
+"""The one way bmi-rpc runs a command: an argument list, never a shell, bounded in time.
+
+A quick command is bounded by a clock (run). A copy, which takes as long as its size needs, is
+bounded by its progress instead (run_copy): it may run as long as it reports progress, and is
+stopped when it makes none for a while.
+"""
 import os
 import re
+import selectors
 import signal
 import subprocess
+import time
 
+from bmi import progress
 from config import ROOT
 
 # A server killed mid-operation must not leave a script finishing the operation on its own:
@@ -14,31 +22,83 @@ from config import ROOT
 DIE_WITH_SERVER = ["setpriv", "--pdeathsig", "SIGTERM", "--"]
 # what every command may need beside its settings
 BASE_ENVIRONMENT = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C.UTF-8"}
+# how a copy says how far it got (scripts/README): "progress DONE TOTAL", in bytes, on stderr
+_PROGRESS = re.compile(r"^progress (\d+) (\d+)$")
 
 
 class CommandFailed(RuntimeError):
     """A command failed; str() is what it said on stderr, in one line, for the user."""
 
 
-def run(args, timeout, env=None):
-    """Run args; return stdout as text. On failure raise CommandFailed with the command's stderr."""
+def _start(args, env):
     try:
-        proc = subprocess.Popen(DIE_WITH_SERVER + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, text=True, start_new_session=True,
-                                errors="backslashreplace")   # a hostile path in a message is no crash
+        return subprocess.Popen(DIE_WITH_SERVER + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, start_new_session=True)
     except OSError as err:
         raise CommandFailed("cannot run %s: %s" % (args[0], err.strerror))
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)   # the whole group: a script's own children too
-        proc.communicate()
-        raise CommandFailed("no answer within %g s (BMI_SCRIPT_TIMEOUT)" % timeout)
+
+
+def _stop(proc):
+    os.killpg(proc.pid, signal.SIGKILL)   # the whole group: a script's own children too
+    proc.communicate()
+
+
+def _text(data):
+    return data.decode(errors="backslashreplace")   # a hostile path in a message is no crash
+
+
+def _answer(args, proc, out, err):
     if proc.returncode != 0:
         # one line, as the client prints it
         detail = "; ".join(line.strip() for line in (err or out).splitlines() if line.strip())
         raise CommandFailed(detail or "%s failed with exit code %d" % (os.path.basename(args[0]), proc.returncode))
     return out
+
+
+def run(args, timeout, env=None):
+    """Run args; return stdout as text. On failure raise CommandFailed with the command's stderr."""
+    proc = _start(args, env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        raise CommandFailed("no answer within %g s (BMI_SCRIPT_TIMEOUT)" % timeout)
+    return _answer(args, proc, _text(out), _text(err))
+
+
+def run_copy(args, stall, env=None):
+    """Run args, a copy, as run does, but with no time limit as long as it makes progress: stop it
+    when it has reported none for stall seconds. Its progress goes to progress.report."""
+    proc = _start(args, env)
+    chunks = {proc.stdout: [], proc.stderr: []}
+    errors, pending, done = [], b"", -1
+    last_progress = time.monotonic()
+    with selectors.DefaultSelector() as streams:
+        for stream in chunks:
+            streams.register(stream, selectors.EVENT_READ)
+        while streams.get_map():
+            ready = streams.select(timeout=max(0.0, last_progress + stall - time.monotonic()))
+            if not ready and time.monotonic() >= last_progress + stall:
+                _stop(proc)
+                raise CommandFailed("made no progress for %g s (BMI_STALL_TIMEOUT)" % stall)
+            for key, _ in ready:
+                data = os.read(key.fileobj.fileno(), 65536)
+                if not data:
+                    streams.unregister(key.fileobj)
+                elif key.fileobj is proc.stdout:
+                    chunks[proc.stdout].append(data)
+                else:
+                    *lines, pending = (pending + data).split(b"\n")
+                    for line in map(_text, lines):
+                        match = _PROGRESS.match(line)
+                        if not match:
+                            errors.append(line)
+                        elif int(match.group(1)) > done:
+                            done = int(match.group(1))
+                            last_progress = time.monotonic()
+                            progress.report(done, int(match.group(2)))
+    proc.wait()
+    return _answer(args, proc, _text(b"".join(chunks[proc.stdout])), "\n".join(errors + [_text(pending)]))
 
 
 SCRIPTS = os.path.join(ROOT, "scripts")
@@ -55,7 +115,12 @@ class Script:
             declared = _SETTINGS_LINE.search(f.read())
         names = declared.group(1).split() if declared else []
         self.timeout = settings.BMI_SCRIPT_TIMEOUT
+        self.stall = settings.BMI_STALL_TIMEOUT
         self.env = dict(BASE_ENVIRONMENT, **settings.environment(names))
 
     def __call__(self, *args):
         return run([self.path, *args], self.timeout, self.env)
+
+    def copy(self, *args):
+        """A command that copies data: bounded by its progress (run_copy), not by the clock."""
+        return run_copy([self.path, *args], self.stall, self.env)

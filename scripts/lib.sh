@@ -14,10 +14,60 @@ run_main() {
     wait $!
 }
 
-# check_raw_image PATH: refuse what cannot be a raw disk image.
-check_raw_image() {
-    local size
-    [ -f "$1" ] || die "no such file on the server: $1"
-    size=$(stat -c %s -- "$1")
-    (( size > 0 && size % 512 == 0 )) || die "$1 is $size bytes: a raw disk image is a non-zero multiple of 512 bytes"
+FORMATS="raw qcow2 vmdk vdi vhdx"   # what import_image converts from
+
+# open_image PATH: check that PATH, its symlinks resolved once, is a regular file holding a disk
+# image that qemu-img reads, in one of FORMATS, with nothing that would make qemu read other files
+# of this host; then keep it open as fd 3, which every later step reads (/dev/fd/3), so that the
+# file checked is the file copied. Sets image_format and image_size (its virtual size, in bytes).
+open_image() {
+    local path=$1 real info verdict
+    real=$(realpath -e -- "$path" 2>/dev/null) || die "no such file on the server: $path"
+    [ -f "$real" ] || die "$path is not a regular file"
+    exec 3<"$real"
+    if head -c 21 /dev/fd/3 | grep -q "^# Disk DescriptorFile"; then
+        die "$path is a VMDK descriptor: its data lies in other files; convert it to one file first"
+    fi
+    # Reading an image's header is cheap; a hostile one is kept to 1 GiB of memory and 30 s of CPU.
+    info=$(prlimit --as=1073741824 --cpu=30 qemu-img info --output=json -- /dev/fd/3 2>&1) ||
+        die "$path is not a disk image qemu-img can read: $(sed 's|^qemu-img: ||; s|/dev/fd/3|'"$path"'|g' <<<"$info")"
+    verdict=$(jq -r --arg formats "$FORMATS" '
+        if ."backing-filename" then "has a backing file (\(."backing-filename")): it would read another file"
+        elif ."format-specific".data."data-file" then
+            "keeps its data in another file (\(."format-specific".data."data-file"))"
+        elif .encrypted then "is encrypted"
+        elif (.format | IN($formats | splits(" ")) | not) then
+            "is in the \(.format) format; import_image takes \($formats | gsub(" "; ", "))"
+        elif ([."format-specific".data.extents[]?.filename] - ["/dev/fd/3"] | length) > 0 then
+            "keeps its data in other files"
+        elif ."virtual-size" <= 0 or ."virtual-size" % 512 != 0 then
+            "is \(."virtual-size") bytes: a disk is a non-zero multiple of 512 bytes"
+        else "ok \(.format) \(."virtual-size")" end' <<<"$info")
+    [[ $verdict == "ok "* ]] || die "$path $verdict"
+    read -r _ image_format image_size <<<"$verdict"
+    if [ "$image_format" = raw ]; then   # qemu-img rounds a raw file's size up to whole sectors
+        image_size=$(stat -L -c %s /dev/fd/3)
+        (( image_size % 512 == 0 )) || die "$path is $image_size bytes: a raw disk image is a non-zero multiple of 512 bytes"
+    fi
+}
+
+# report_progress TOTAL: read a copying command's progress meter (qemu-img convert -p, rbd) on
+# stdin and say it as "progress DONE TOTAL" lines on stderr (scripts/README); pass any other line
+# on to stderr. The meters end their updates with \r, which tr turns into lines as they come.
+report_progress() {
+    local total=$1 line
+    stdbuf -o0 tr '\r' '\n' | while IFS= read -r line; do
+        if [[ $line =~ ([0-9]+)(\.([0-9]{2}))?(/100)?%( complete)? ]]; then
+            echo "progress $((total * (10#${BASH_REMATCH[1]} * 100 + 10#${BASH_REMATCH[3]:-0}) / 10000)) $total" >&2
+        elif [ -n "$line" ]; then
+            echo "$line" >&2
+        fi
+    done
+}
+
+# convert_image TARGET: copy the image open_image opened into TARGET (a file, or an rbd: target),
+# as raw, with progress; sparse: runs of zeros are not written; on disk when it ends (-t writeback
+# flushes at the end: qemu-img's own default, unsafe, never does).
+convert_image() {
+    qemu-img convert -p -t writeback -f "$image_format" -O raw -- /dev/fd/3 "$1" | report_progress "$image_size"
 }

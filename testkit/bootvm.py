@@ -56,8 +56,10 @@ def node_command(tftp_dir, boot_file, serial_log, memory_mb=128,
 
 
 def start_node(tftp_dir, boot_file, serial_log, memory_mb=128,
-               netdev_opts="", max_runtime=MAX_RUNTIME, extra_args=()):
+               netdev_opts="", max_runtime=MAX_RUNTIME, extra_args=(), host=None):
     """Start the node; return its Popen.  Stop it with ``stop_node``.
+    With ``host`` (testkit/netns.py) the node runs in that test host: its
+    network is the host's.
 
     qemu runs under ``timeout`` in a new session, so it dies after
     ``max_runtime`` even if the test crashes, and ``stop_node`` can signal
@@ -72,6 +74,8 @@ def start_node(tftp_dir, boot_file, serial_log, memory_mb=128,
             *node_command(tftp_dir, boot_file, serial_log, memory_mb,
                           netdev_opts),
             *extra_args]
+    if host is not None:
+        argv = host.command(*argv)
     # stderr goes to a file, not a pipe nobody drains while qemu runs.
     err = tempfile.TemporaryFile()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,

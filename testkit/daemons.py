@@ -64,22 +64,26 @@ def wait_until(check, timeout, what):
 
 
 class Tgtd:
-    """A private tgtd on a loopback portal, with a control port (tgtadm -C) of its own."""
+    """A private tgtd on a loopback portal, or on a test host's address (testkit/netns.py), with a
+    control port (tgtadm -C) of its own."""
 
-    def __init__(self, log_path):
+    def __init__(self, log_path, host=None):
         require_command("tgtd", "tgt")
         self.log_path = log_path
+        self.host = host
         self.control = None
         self.port = free_port()
-        self.portal = "127.0.0.1:%d" % self.port
+        self.portal = "%s:%d" % (host.address if host else "127.0.0.1", self.port)
         self.proc = None
 
     def start(self):
         # A control port (1 to 32767) another tgtd holds makes ours exit: then take another one.
         for control in [self.control] if self.control else random.sample(range(1000, 32768), 5):
             with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(["tgtd", "-f", "-C", str(control), "--nr_iothreads", TGTD_IO_THREADS,
-                                              "--iscsi", "portal=" + self.portal], stdout=log, stderr=subprocess.STDOUT)
+                command = ["tgtd", "-f", "-C", str(control), "--nr_iothreads", TGTD_IO_THREADS,
+                           "--iscsi", "portal=" + self.portal]
+                self.proc = subprocess.Popen(self.host.command(*command) if self.host else command,
+                                             stdout=log, stderr=subprocess.STDOUT)
             self.control = control
             try:
                 wait_until(lambda: self.proc.poll() is not None or

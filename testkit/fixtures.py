@@ -4,6 +4,7 @@ Ceph cluster, settings on both storage backends, an in-process MainServer, the t
 Everything binds to 127.0.0.1 and is stopped by its own process id. A missing component fails
 the run in CI (CI=true) and skips the test elsewhere, naming the Debian package to install.
 """
+import contextlib
 import os
 
 import pytest
@@ -11,7 +12,9 @@ import pytest
 import config
 from mainserver import MainServer
 from testkit.daemons import CephCluster, Tgtd, free_port, rbd_images, require
-from testkit.service import Service, detach_every_node
+from testkit.filesystems import tmpfs
+from testkit.images import MiB
+from testkit.service import Service, detach_every_node, variant
 
 BACKENDS = ["file", "rbd"]
 
@@ -54,12 +57,25 @@ def settings(backend, tgtd, tmp_path, request):
 
 
 @pytest.fixture
-def server(settings):
-    main = MainServer(settings).start()
-    yield main
-    main.close()
+def server_with(settings):
+    """A function that starts an in-process MainServer on the settings, changed by its keyword
+    arguments. At the end of the test they are closed, and every node is force-detached."""
+    started = []
+
+    def start(**changes):
+        started.append(MainServer(variant(settings, **changes)).start())
+        return started[-1]
+
+    yield start
+    for main in started:
+        main.close()
     with MainServer(settings) as last:   # the test may have closed its server, or started another
         detach_every_node(last)
+
+
+@pytest.fixture
+def server(server_with):
+    return server_with()
 
 
 @pytest.fixture
@@ -71,6 +87,24 @@ def service(settings, tmp_path):
         detach_every_node(processes)
     finally:
         processes.stop()
+
+
+FILLER = "filler"   # the file that fills a state directory up
+
+
+@pytest.fixture
+def small_service(settings, tgtd, tmp_path):
+    """The three processes, with BMI_STATE_DIR on a 3 MiB tmpfs of its own."""
+    with tmpfs(settings.BMI_STATE_DIR, 3 * MiB):
+        processes = Service(settings, str(tmp_path))
+        try:
+            processes.start()
+            yield processes
+            with contextlib.suppress(FileNotFoundError):   # room for the detaches, whatever the test left
+                os.unlink(os.path.join(settings.BMI_STATE_DIR, FILLER))
+            detach_every_node(processes)
+        finally:
+            processes.stop()
 
 
 def state_of(settings, tgtd):

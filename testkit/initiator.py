@@ -35,3 +35,10 @@ def write_lun(url, offset, data_path):
     size = os.path.getsize(data_path)
     subprocess.run(["qemu-io", "-f", "raw", "-c", "write -s %s %d %d" % (data_path, offset, size), url],
                    check=True, capture_output=True, timeout=120)
+
+
+def lun_holds(url, offset, byte, length):
+    """Does the LUN hold length bytes of byte at offset? (qemu-io's read -P checks them.)"""
+    done = subprocess.run(["qemu-io", "-f", "raw", "-c", "read -P %d %d %d" % (byte, offset, length), url],
+                          capture_output=True, text=True, timeout=120)
+    return done.returncode == 0 and "Pattern verification failed" not in done.stdout + done.stderr

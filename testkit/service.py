@@ -30,16 +30,29 @@ def detach_every_node(server):
 
 
 class Service:
-    def __init__(self, settings, workdir):
+    """The three programs on settings; each on this host, or on a test host of its own (hosts:
+    {"nameserver"|"mainserver"|"mainclient": testkit.netns.Host}), with changes of its own to the
+    settings there (changes: {program: {setting: value}})."""
+
+    def __init__(self, settings, workdir, hosts=None, changes=None):
         self.settings = settings
         self.workdir = workdir
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **settings.environment())
+        self.hosts = hosts or {}
+        self.changes = changes or {}
         self.nameserver = self.mainserver = None
+
+    def _command(self, program, *args):
+        command = [sys.executable, os.path.join(ROOT, program + ".py"), *args]
+        return self.hosts[program].command(*command) if program in self.hosts else command
+
+    def _env(self, program):
+        return dict(self.env, **{name: str(value) for name, value in self.changes.get(program, {}).items()})
 
     def _start(self, program):
         with open(os.path.join(self.workdir, program + ".log"), "ab") as log:
-            return subprocess.Popen([sys.executable, os.path.join(ROOT, program + ".py")],
-                                    env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            return subprocess.Popen(self._command(program), env=self._env(program), cwd=ROOT,
+                                    stdout=log, stderr=subprocess.STDOUT)
 
     def start_nameserver(self):
         self.nameserver = self._start("nameserver")
@@ -56,8 +69,8 @@ class Service:
         wait_until(lambda: self.client("list_all_images").returncode == 0, timeout, "main server reachable")
 
     def client(self, *args, timeout=180):
-        return subprocess.run([sys.executable, os.path.join(ROOT, "mainclient.py"), *args], env=self.env,
-                              cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(self._command("mainclient", *args), env=self._env("mainclient"), cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
 
     def list_all_images(self):
         return json.loads(self.client("--json", "list_all_images").stdout or '{"images": [], "nodes": []}')

@@ -11,6 +11,7 @@ import pytest
 from testkit.bootdisk import boot_sector, write_boot_image
 from testkit.bootvm import IPXE_ROM, booted_node, wait_for_marker
 from testkit.daemons import require, require_command
+from testkit.images import convert
 from testkit.initiator import lun_url, write_lun
 
 
@@ -60,3 +61,13 @@ def test_a_booted_node_is_detached_only_by_force(service, settings, bootable, tg
         done = service.client("detach_node", "--force", "node-a")
         assert done.returncode == 0, done.stderr
         assert tgtd.targets() == {}
+
+
+def test_a_node_boots_an_image_imported_from_compressed_qcow2(service, settings, tmp_path):
+    require_command("qemu-system-x86_64", "qemu-system-x86")
+    require(os.path.exists(IPXE_ROM), "ipxe-qemu")
+    write_boot_image(str(tmp_path / "q.raw"), "BMI-BOOT-QCOW2")
+    image = convert(tmp_path / "q.raw", tmp_path / "q.qcow2", "qcow2", "-c")
+    assert service.client("import_image", "fromqcow2", str(image)).returncode == 0
+    assert service.client("provision", "fromqcow2", "node-q").returncode == 0
+    assert boots_with(settings, "node-q", tmp_path, "BMI-BOOT-QCOW2")

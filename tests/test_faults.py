@@ -4,7 +4,6 @@ Each test runs on every storage backend, and checks that the service comes back 
 bounded time, with every operation either whole or taken back.
 """
 import contextlib
-import errno
 import json
 import os
 import signal
@@ -18,10 +17,11 @@ import pytest
 from config import ROOT
 from mainserver import MainServer
 from testkit.daemons import rbd_images, stop_process, wait_until
-from testkit.fixtures import state_of
+from testkit.filesystems import fill_up, tmpfs
+from testkit.fixtures import FILLER, state_of
 from testkit.images import make_image_file
 from testkit.initiator import lun_url, node_record, read_lun
-from testkit.service import Service, detach_every_node, variant
+from testkit.service import Service, variant
 
 
 MiB = 1024 * 1024
@@ -60,33 +60,6 @@ def has_disk(settings, node):
     return "node." + node in rbd_images(settings.environment())
 
 
-
-
-def fill_up(path):
-    """Write a file that takes every byte its filesystem has left."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        for chunk in (MiB, 4096, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * chunk)
-            except OSError as err:
-                if err.errno != errno.ENOSPC:
-                    raise
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def tmpfs(directory, size):
-    """A tmpfs of size bytes mounted on directory (made if missing), unmounted afterwards."""
-    os.makedirs(directory, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dk,mode=0700" % (size // 1024), "tmpfs", directory],
-                   check=True, timeout=30)
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", directory], check=True, timeout=30)
 
 
 def import_golden(service, tmp_path, size=MiB):
@@ -210,16 +183,15 @@ def test_tgtd_restarted_twice_gives_back_every_target_and_chap_account(service, 
 
 
 @pytest.fixture
-def impatient_server(settings):
+def impatient_server(server_with):
     """An in-process main server whose scripts may run 3 s, checking tgtd in the background as the real one does."""
-    with MainServer(variant(settings, BMI_SCRIPT_TIMEOUT="3")) as main:
-        stop = threading.Event()
-        checker = threading.Thread(target=main.keep_targets_exported, args=(stop,), daemon=True)
-        checker.start()
-        yield main
-        stop.set()
-        checker.join(30)
-        detach_every_node(main)
+    main = server_with(BMI_SCRIPT_TIMEOUT="3")
+    stop = threading.Event()
+    checker = threading.Thread(target=main.keep_targets_exported, args=(stop,), daemon=True)
+    checker.start()
+    yield main
+    stop.set()
+    checker.join(30)
 
 
 def test_a_hanging_script_times_out_and_the_provision_is_taken_back(impatient_server, settings, tgtd, tmp_path):
@@ -240,24 +212,6 @@ def test_a_hanging_script_times_out_and_the_provision_is_taken_back(impatient_se
 
 
 # 5. A full disk
-
-
-FILLER = "filler"   # the file that fills a state directory up
-
-
-@pytest.fixture
-def small_service(settings, tgtd, tmp_path):
-    """The three processes, with BMI_STATE_DIR on a 3 MiB tmpfs of its own."""
-    with tmpfs(settings.BMI_STATE_DIR, 3 * MiB):
-        processes = Service(settings, str(tmp_path))
-        try:
-            processes.start()
-            yield processes
-            with contextlib.suppress(FileNotFoundError):   # room for the detaches, whatever the test left
-                os.unlink(os.path.join(settings.BMI_STATE_DIR, FILLER))
-            detach_every_node(processes)
-        finally:
-            processes.stop()
 
 
 def test_a_full_state_directory_fails_provision_cleanly_and_the_service_goes_on(small_service, settings, tgtd,
@@ -339,21 +293,20 @@ def clones_running(nodes):
 
 
 @pytest.mark.parametrize("backend", ["rbd"], indirect=True)
-def test_a_burst_of_provisions_clones_only_a_few_disks_at_a_time(settings, ceph_cluster, tmp_path):
+def test_a_burst_of_provisions_clones_only_a_few_disks_at_a_time(server_with, ceph_cluster, tmp_path):
     """BMI_CLONE_CONCURRENCY=2: with the OSD frozen, four provisions at once run two clones, not four;
     all four end well once the OSD goes on. (rbd only: a file clone cannot be held half way.)"""
-    with MainServer(variant(settings, BMI_CLONE_CONCURRENCY=2)) as main:
-        make_image_file(tmp_path / "golden.raw", MiB)
-        main.import_image("golden", str(tmp_path / "golden.raw"))
-        nodes = ["burst-%d" % i for i in range(4)]
-        threads = [threading.Thread(target=main.provision, args=("golden", node)) for node in nodes]
-        with frozen(ceph_cluster.osd_pid()):
-            for thread in threads:
-                thread.start()
-            wait_until(lambda: len(clones_running(nodes)) == 2, 20, "two clones running")
-            time.sleep(1)   # time for a third, if it were let in
-            assert len(clones_running(nodes)) == 2
+    main = server_with(BMI_CLONE_CONCURRENCY=2)
+    make_image_file(tmp_path / "golden.raw", MiB)
+    main.import_image("golden", str(tmp_path / "golden.raw"))
+    nodes = ["burst-%d" % i for i in range(4)]
+    threads = [threading.Thread(target=main.provision, args=("golden", node)) for node in nodes]
+    with frozen(ceph_cluster.osd_pid()):
         for thread in threads:
-            thread.join(120)
-        assert sorted(n["node"] for n in main.list_all_images()["nodes"]) == nodes
-        detach_every_node(main)
+            thread.start()
+        wait_until(lambda: len(clones_running(nodes)) == 2, 20, "two clones running")
+        time.sleep(1)   # time for a third, if it were let in
+        assert len(clones_running(nodes)) == 2
+    for thread in threads:
+        thread.join(120)
+    assert sorted(n["node"] for n in main.list_all_images()["nodes"]) == nodes

@@ -39,12 +39,13 @@ def import_image(image, path): pass
 def provision(image, node): pass
 def detach_node(node, force=False): pass
 def create_snapshot(node, snapshot): pass
+def delete_image(image): pass
 def list_all_images(): pass
 def ping(): pass
 
 
 SIGNATURES = {f.__name__: inspect.signature(f)
-              for f in (import_image, provision, detach_node, create_snapshot, list_all_images, ping)}
+              for f in (import_image, provision, detach_node, create_snapshot, delete_image, list_all_images, ping)}
 OPERATIONS = sorted(SIGNATURES)
 UNAUDITED = {"ping"}
 EXISTING = {"golden", "node-a"}   # what the world fixture makes; valid calls must not touch it
@@ -266,7 +267,7 @@ def test_hostile_proxy_calls_are_refused_before_any_script_runs(service, world, 
 
 # --- what is not exposed, and serializers that build objects -----------------------------------
 
-PRIVATE = ["_storage", "_target", "_records", "_teardown", "_undo", "_reconcile", "_audit", "_pyroDaemon",
+PRIVATE = ["_storage", "_target", "_records", "_take_away", "_detach", "_undo", "_reconcile", "_audit", "_pyroDaemon",
            "_pyroHmacKey", "__init__", "__class__", "__reduce__", "__module__"]
 UNEXPOSED = ["keep_targets_exported", "settings", "__dict__"]
 
@@ -277,7 +278,7 @@ def test_unexposed_members_are_refused_by_the_server(service, world, settings, t
     # straight to the server, past the proxy's own check of the exposed names: Pyro4's daemon
     # refuses names starting with "_" (and object dunders) as private, the rest as unexposed
     refusal = "attempt to access %s attribute '%s'" % ("private" if name in PRIVATE else "unexposed", name)
-    for args in [(), (node_record(settings, "node-a"), True), (None,)]:   # _teardown(node-a) would detach it
+    for args in [(), (node_record(settings, "node-a"), True), (None,)]:   # _take_away(node-a) would detach it
         with pytest.raises(AttributeError) as refused:
             proxy._pyroInvoke(name, args, None)
         assert str(refused.value) == refusal

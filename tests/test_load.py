@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 
 from config import ROOT
@@ -123,7 +122,7 @@ def test_fifty_concurrent_clients(service, settings, tgtd, backend, tmp_path, re
         assert read_lun(lun_url(settings, node), tmp_path / (node + ".raw")) == golden, node
 
     # nothing leaked: no file, disk or rbd image beyond those of the nodes and images above
-    files = {"audit.log"} | {"nodes/%s.json" % n for n in expected_nodes} | {"boot/%s.ipxe" % n for n in expected_nodes}
+    files = {"audit.log", "lock"} | {"nodes/%s.json" % n for n in expected_nodes} | {"boot/%s.ipxe" % n for n in expected_nodes}
     state = state_of(settings, tgtd)
     if backend == "file":
         files |= {"images/%s.img" % i for i in ["golden"] + snapshots} | {"disks/%s.img" % n for n in expected_nodes}

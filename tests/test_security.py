@@ -25,6 +25,7 @@ from testkit.daemons import free_port, require_command
 from testkit.images import make_image_file
 from testkit.initiator import node_record
 from testkit.service import Service, audit_lines, detach_every_node, variant
+from testkit.tls import Certificates, with_tls
 
 
 file_only = pytest.mark.parametrize("backend", ["file"], indirect=True)
@@ -88,6 +89,7 @@ def test_servers_starting_together_agree_on_one_new_key(settings, tmp_path):
 def test_an_empty_key_file_stops_the_servers(settings, tmp_path):
     # An empty key is no key to Pyro4: it would sign nothing and check nothing, so anyone could call.
     open(settings.BMI_KEY_FILE, "w").close()
+    os.chmod(settings.BMI_KEY_FILE, 0o600)
     service = Service(settings, str(tmp_path))
     service.start_nameserver()
     service.start_mainserver()
@@ -110,6 +112,7 @@ def test_a_client_without_the_key_gets_authentication_failed(service, settings, 
     other_key = tmp_path / "other.key"
     if key != "missing":
         other_key.write_text("00112233445566778899aabbccddeeff\n" if key == "wrong" else "")
+        other_key.chmod(0o600)
     before = audit_lines(settings)
     done = Service(variant(settings, BMI_KEY_FILE=str(other_key)), str(tmp_path)).client("list_all_images")
     assert done.returncode == 3
@@ -169,63 +172,11 @@ def test_a_pickled_handshake_is_refused_before_it_is_unpickled(service, settings
 
 # --- TLS with client certificates ----------------------------------------------------------------
 
-LEAF_EXTENSIONS = """\
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth, clientAuth
-subjectAltName = IP:127.0.0.1
-authorityKeyIdentifier = keyid, issuer
-"""
-
-
-def openssl(*args):
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
-
-
-def make_ca(directory, name):
-    """A self-signed CA: (certificate, key)."""
-    cert, key = directory / (name + ".crt"), directory / (name + ".key")
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-days", "2", "-subj", "/CN=" + name, "-keyout", key, "-out", cert)
-    return str(cert), str(key)
-
-
-def make_cert(directory, name, ca):
-    """A certificate for 127.0.0.1 signed by ca, good as server and as client: (certificate, key)."""
-    cert, key, request = (directory / (name + suffix) for suffix in (".crt", ".key", ".csr"))
-    extensions = directory / (name + ".ext")
-    extensions.write_text(LEAF_EXTENSIONS)
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-subj", "/CN=" + name, "-keyout", key, "-out", request)
-    openssl("x509", "-req", "-in", request, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
-            "-days", "2", "-extfile", extensions, "-out", cert)
-    return str(cert), str(key)
-
-
-class Certificates:
-    """The service's CA and a certificate it signed; a stranger's CA and a certificate of its."""
-
-    def __init__(self, directory):
-        directory.mkdir()
-        self.ca = make_ca(directory, "bmi-ca")
-        self.cert = make_cert(directory, "bmi", self.ca)
-        self.other_ca = make_ca(directory, "other-ca")
-        self.other_cert = make_cert(directory, "stranger", self.other_ca)
-        self.both_cas = str(directory / "both-cas.crt")
-        with open(self.both_cas, "w") as out:
-            for ca in (self.ca, self.other_ca):
-                with open(ca[0]) as f:
-                    out.write(f.read())
-
-
 @pytest.fixture
 def certificates(tmp_path):
     require_command("openssl", "openssl")
     return Certificates(tmp_path / "tls")
 
-
-def with_tls(settings, cert, ca, **changes):
-    return variant(settings, BMI_TLS_CERT=cert[0], BMI_TLS_KEY=cert[1], BMI_TLS_CA=ca, **changes)
 
 
 @pytest.fixture
@@ -252,6 +203,7 @@ def test_the_service_works_over_tls(tls_service, settings, tmp_path):
 @file_only
 def test_tls_refuses_clients_without_a_certificate_of_the_ca(tls_service, settings, certificates, tmp_path):
     (tmp_path / "other.key").write_text("00112233445566778899aabbccddeeff\n")
+    (tmp_path / "other.key").chmod(0o600)
     clients = {   # each has the right HMAC key unless said otherwise
         "no TLS": variant(settings),
         "a certificate of another CA": with_tls(settings, certificates.other_cert, certificates.ca[0]),

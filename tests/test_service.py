@@ -73,7 +73,7 @@ def test_help_lists_every_operation(service):
     done = service.client("--help")
     assert done.returncode == 0
     for usage in ("import_image IMAGE PATH", "provision IMAGE NODE", "detach_node NODE [--force]",
-                  "create_snapshot NODE SNAPSHOT", "list_all_images"):
+                  "create_snapshot NODE SNAPSHOT", "delete_image IMAGE", "list_all_images"):
         assert usage in done.stdout
 
 
@@ -81,6 +81,7 @@ def test_an_unreachable_name_server_is_exit_code_3(settings, tmp_path):
     service = Service(settings, str(tmp_path))
     with open(settings.BMI_KEY_FILE, "w") as f:   # as a server that ran before left it
         f.write("0123456789abcdef\n")
+    os.chmod(settings.BMI_KEY_FILE, 0o600)
     done = service.client("list_all_images")
     assert done.returncode == 3
     assert done.stderr == "mainclient: cannot reach the name server at 127.0.0.1:%d\n" % settings.BMI_NS_PORT
