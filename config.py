@@ -6,6 +6,7 @@ refuses a bad one at start, in one line naming it, before it does anything.
 """
 import os
 import re
+import socket
 import sys
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -117,6 +118,8 @@ SETTINGS = {setting.name: setting for setting in [
     Setting("BMI_SERVER_ADVERTISE", "", advertised,
             "HOST[:PORT] the main server registers with the name server (empty: its listening address; "
             "on all interfaces, that of the interface that reaches the name server)"),
+    Setting("BMI_GATEWAY", socket.gethostname().split(".")[0].lower(), pattern(r"[a-z0-9][a-z0-9-]{0,31}",
+            "lower-case letters, digits and '-', at most 32"), "this main server's name among the service's gateways"),
     Setting("BMI_OBJECT_NAME", "bmi.mainserver", pattern(r"[A-Za-z0-9._-]+", "letters, digits, '.', '_' or '-'"),
             "name the main server registers under with the name server"),
     Setting("BMI_KEY_FILE", "/etc/bmi-rpc/hmac.key", non_empty, "shared secret that authenticates every message"),
@@ -174,6 +177,7 @@ class Settings:
                 setattr(self, name, setting.check(value))
             except ValueError as err:
                 raise ValueError("%s %s, not %r" % (name, err, value)) from None
+        self._derived = {name for name in ("BMI_BOOT_PORTAL", "BMI_AUDIT_LOG") if not getattr(self, name)}
         if not self.BMI_BOOT_PORTAL:
             self.BMI_BOOT_PORTAL = self.BMI_ISCSI_PORTAL
         if not self.BMI_AUDIT_LOG:
@@ -183,8 +187,10 @@ class Settings:
                              "and the CA that signed every program's certificate")
 
     def environment(self, names=None):
-        """The settings (all, or those named) as environment variables."""
-        return {name: str(getattr(self, name)) for name in (SETTINGS if names is None else names)}
+        """The settings (all, or those named) as environment variables; empty where the value is
+        derived from others (the audit log's from the state directory, say), so that it follows them."""
+        return {name: "" if name in self._derived else str(getattr(self, name))
+                for name in (SETTINGS if names is None else names)}
 
 
 def describe(names):

@@ -3,7 +3,9 @@
 Exit codes: 0 done; 1 the server refused or the operation failed; 2 usage error;
 3 the name server or the main server cannot be reached.
 """
+import collections
 import json
+import random
 import sys
 import time
 
@@ -23,11 +25,13 @@ OPERATIONS = {
     "detach_node": (["NODE"], "take NODE's target, disk and boot script away"),
     "create_snapshot": (["NODE", "SNAPSHOT"], "turn NODE's current disk into the new golden image SNAPSHOT"),
     "delete_image": (["IMAGE"], "remove the golden image IMAGE (refused while nodes are provisioned from it)"),
-    "list_all_images": ([], "list the golden images and the provisioned nodes"),
+    "list_all_images": ([], "list the golden images, the provisioned nodes and the gateways"),
+    "remove_gateway": (["GATEWAY"], "forget a gateway that is gone for good (refused while it answers)"),
     "ping": ([], "check that the main server answers"),
 }
 CHECKS = {"IMAGE": names.check_image, "SNAPSHOT": names.check_image, "NODE": names.check_node,
-          "PATH": names.check_path}
+          "PATH": names.check_path, "GATEWAY": names.check_gateway}
+Call = collections.namedtuple("Call", "operation arguments options as_json overrides gateway")
 
 
 class UsageError(Exception):
@@ -41,8 +45,9 @@ class Unreachable(Exception):
 OPTIONS = [("--json", "print the result as one JSON object"),
            ("--ns-host HOST", "the name server's address (sets BMI_NS_HOST)"),
            ("--ns-port PORT", "the name server's port (sets BMI_NS_PORT)"),
+           ("--gateway NAME", "call that gateway (by default, any that answers)"),
            ("-h, --help", "this help; after an operation, that operation's")]
-VALUE_OPTIONS = {"--ns-host": "BMI_NS_HOST", "--ns-port": "BMI_NS_PORT"}
+VALUE_OPTIONS = {"--ns-host": "BMI_NS_HOST", "--ns-port": "BMI_NS_PORT", "--gateway": "gateway"}
 FLAGS = {"--json", "--force"}
 
 
@@ -93,11 +98,11 @@ def read_options(argv):
 
 
 def parse(argv):
-    """Return (operation, arguments, keyword arguments, print as JSON, settings overrides);
-    None for the operation when help was asked for."""
+    """Return the Call argv asks for; its operation None when it asks for help."""
     words, flags, overrides, wants_help, problems = read_options(argv)
+    gateway = overrides.pop("gateway", None)
     if wants_help:   # whatever else is wrong
-        return None, words[:1], {}, False, {}
+        return Call(None, words[:1], {}, False, {}, None)
     if problems:
         raise UsageError(problems[0])
     if not words:
@@ -110,19 +115,28 @@ def parse(argv):
         raise UsageError("usage: mainclient.py %s" % usage(operation))
     if "--force" in flags and operation != "detach_node":
         raise UsageError("--force goes with detach_node only")
-    for kind, value in zip(expected, arguments):
+    for kind, value in zip(expected + ["GATEWAY"], arguments + ([gateway] if gateway is not None else [])):
         try:
             CHECKS[kind](value)
         except ValueError as err:
             raise UsageError(str(err))
-    return operation, arguments, {"force": True} if "--force" in flags else {}, "--json" in flags, overrides
+    return Call(operation, arguments, {"force": True} if "--force" in flags else {}, "--json" in flags,
+                overrides, gateway)
 
 
 def show(operation, result):
     """The result for a person to read."""
     if operation == "provision":
-        return "\n".join(["provisioned node %(node)s from image %(image)s" % result] +
-                         ["  %-12s %s" % (key + ":", result[key]) for key in ("iqn", "portal", "lun", "boot_script")])
+        portals = ", ".join("%s (%s)" % (portal, gateway) for gateway, portal in sorted(result["portals"].items()))
+        lines = ["provisioned node %(node)s from image %(image)s" % result] + [
+            "  %-12s %s" % (key + ":", value) for key, value in (
+                ("iqn", result["iqn"]), ("portal", result["portal"]), ("lun", result["lun"]),
+                ("boot_script", result["boot_script"]), ("exported at", portals))]
+        if result["down"]:
+            lines.append("  %-12s %s (not answering: they export it once they are back)" % ("down:", ", ".join(result["down"])))
+        return "\n".join(lines)
+    if operation == "remove_gateway":
+        return "removed gateway %(gateway)s" % result
     if operation == "detach_node":
         return "detached node %(node)s (image %(image)s, target %(iqn)s)" % result
     if operation == "create_snapshot":
@@ -134,20 +148,28 @@ def show(operation, result):
     if operation == "ping":
         return result
     lines = ["golden images:"] + ["  %-30s %14d bytes" % (i["name"], i["size_bytes"]) for i in result["images"]]
-    lines += ["provisioned nodes:"] + ["  %-30s %-30s %s" % (n["node"], n["image"], n["iqn"]) for n in result["nodes"]]
+    lines += ["provisioned nodes:"] + ["  %-30s %-30s %s  at %s" % (n["node"], n["image"], n["iqn"], ", ".join(n["gateways"]))
+                                       for n in result["nodes"]]
+    lines += ["gateways:"] + ["  %-30s %-30s %s" % (g["name"], g["portal"], "up" if g["up"] else "DOWN")
+                              for g in result["gateways"]]
     return "\n".join(lines)
+
+
+def causes(err):
+    """err and what it was raised from, and so on: Pyro4 wraps what happened underneath."""
+    while err is not None:
+        yield err
+        err = err.__cause__
 
 
 def unreachable(err, what, where, settings):
     """The error to tell for a Pyro4 error met reaching what (the name server, the main server)."""
-    cause = err
-    while cause is not None:   # Pyro4 wraps what happened underneath
+    for cause in causes(err):
         if isinstance(cause, Pyro4.errors.SecurityError):
             return Unreachable("authentication failed: the servers refused the key in %s" % settings.BMI_KEY_FILE)
         if isinstance(cause, (Pyro4.errors.TimeoutError, TimeoutError)):   # a socket's timeout is the latter
             return Unreachable("the %s at %s did not answer within %g s (BMI_CLIENT_TIMEOUT)"
                                % (what, where, settings.BMI_CLIENT_TIMEOUT))
-        cause = cause.__cause__
     if what == "name server":
         return Unreachable("cannot reach the name server at %s" % where)
     return Unreachable("cannot reach the main server at %s (%s)" % (where, err))
@@ -184,43 +206,60 @@ def size(count):
     return "%.1f TiB" % count
 
 
-def call(settings, operation, arguments, options, meter=None):
-    """Call the operation through the main server's follow (pings directly), showing progress on
-    meter if given; every wait is bounded by BMI_CLIENT_TIMEOUT."""
+def call(settings, request, meter=None):
+    """Call the operation of request at its gateway, or at any that answers, through the main
+    server's follow (pings directly), showing progress on meter if given; every wait is bounded by
+    BMI_CLIENT_TIMEOUT."""
     where = "%s:%s" % (settings.BMI_NS_HOST, settings.BMI_NS_PORT)
     try:
-        ns = pyrosetup.locate_ns(settings)
-        with ns:
-            uri = ns.lookup(settings.BMI_OBJECT_NAME)
-    except Pyro4.errors.NamingError as err:
-        if err.__cause__ is None:   # the name server answered: it has no such name
-            raise Unreachable("the main server is not registered with the name server at %s" % where)
-        raise unreachable(err, "name server", where, settings)
+        with pyrosetup.locate_ns(settings) as ns:
+            gateways = pyrosetup.gateways(ns, settings.BMI_OBJECT_NAME)
     except Pyro4.errors.PyroError as err:
         raise unreachable(err, "name server", where, settings)
+    if not gateways:
+        raise Unreachable("the main server is not registered with the name server at %s" % where)
+    if request.gateway and request.gateway not in gateways:
+        raise Unreachable("gateway %s is not registered with the name server at %s (these are: %s)"
+                          % (request.gateway, where, ", ".join(sorted(gateways))))
+    uris = [gateways[request.gateway]] if request.gateway else random.sample(list(gateways.values()), len(gateways))
     try:
-        with pyrosetup.proxy(uri) as server:
-            if operation == "ping":
+        with connected(uris, settings) as server:
+            if request.operation == "ping":
                 return server.ping()
-            for item in server.follow(operation, arguments, options):
+            for item in server.follow(request.operation, request.arguments, request.options):
                 if "result" in item:
                     return item["result"]
                 if meter:
                     meter.show(item["progress"])
     except Pyro4.errors.CommunicationError as err:
-        raise unreachable(err, "main server", "%s:%s" % (uri.host, uri.port), settings)
+        raise unreachable(err, "main server", "%s:%s" % (server._pyroUri.host, server._pyroUri.port), settings)
     finally:
         if meter:
             meter.end()
 
 
+def connected(uris, settings):
+    """A proxy connected to the first of uris that takes the connection. If none does, the last's
+    error; if one refuses the key, its error at once: the others would refuse it too."""
+    for uri in uris:
+        server = pyrosetup.proxy(uri)
+        try:
+            server._pyroBind()
+            return server
+        except Pyro4.errors.CommunicationError as err:
+            server._pyroRelease()
+            if uri == uris[-1] or any(isinstance(cause, Pyro4.errors.SecurityError) for cause in causes(err)):
+                raise unreachable(err, "main server", "%s:%s" % (uri.host, uri.port), settings)
+
+
 def main(argv):
     try:
-        operation, arguments, options, as_json, overrides = parse(argv)
-        if operation is None:
-            print(help_text(arguments[0] if arguments and arguments[0] in OPERATIONS else None))
+        request = parse(argv)
+        if request.operation is None:
+            print(help_text(request.arguments[0] if request.arguments[:1] and request.arguments[0] in OPERATIONS
+                            else None))
             return EXIT_OK
-        settings = config.Settings(**overrides)
+        settings = config.Settings(**request.overrides)
     except (UsageError, ValueError) as err:
         print("mainclient: %s" % err, file=sys.stderr)
         return EXIT_USAGE
@@ -230,8 +269,8 @@ def main(argv):
         print("mainclient: authentication failed: %s" % err, file=sys.stderr)
         return EXIT_UNREACHABLE
     try:
-        meter = ProgressMeter(operation) if sys.stderr.isatty() and not as_json else None
-        result = call(settings, operation, arguments, options, meter)
+        meter = ProgressMeter(request.operation) if sys.stderr.isatty() and not request.as_json else None
+        result = call(settings, request, meter)
     except Unreachable as err:
         print("mainclient: %s" % err, file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -239,9 +278,9 @@ def main(argv):
         print("mainclient: %s" % err, file=sys.stderr)
         return EXIT_USAGE
     except Exception as err:
-        print("mainclient: %s failed: %s" % (operation, err), file=sys.stderr)
+        print("mainclient: %s failed: %s" % (request.operation, err), file=sys.stderr)
         return EXIT_FAILED
-    print(json.dumps(result, sort_keys=True) if as_json else show(operation, result))
+    print(json.dumps(result, sort_keys=True) if request.as_json else show(request.operation, result))
     return EXIT_OK
 
 

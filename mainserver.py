@@ -11,17 +11,20 @@ import time
 import Pyro4
 
 import config
-from bmi import logs, names, progress, pyrosetup
+from bmi import logs, names, progress, pyrosetup, runner
 from bmi.audit import AuditLog
 from bmi.bootscripts import BootScripts
 from bmi.locks import HeldElsewhere, NamedLocks, hold_lock_file
 from bmi.logs import RecurringProblem
-from bmi.nodes import DETACHING, READY, NodeRecord, NodeRecords
+from bmi.gateways import Gateways
+from bmi.nodes import DETACHING, PROVISIONING, READY, GatewayRecord, NodeRecord
+from bmi.records import records_for
 from bmi.storage import Storage
 from bmi.target import Target
 
 log = logging.getLogger("bmi.mainserver")
-OPERATIONS = ("import_image", "provision", "detach_node", "create_snapshot", "delete_image", "list_all_images")
+OPERATIONS = ("import_image", "provision", "detach_node", "create_snapshot", "delete_image", "list_all_images",
+              "remove_gateway")
 HEARTBEAT_SECONDS = 1.0   # how often follow says how far an operation got, moved or not
 TGT_LOCK = "/run/lock/bmi-rpc-tgtd-%d.lock"   # one main server drives a tgtd (its control port)
 
@@ -61,7 +64,8 @@ def _plain(err):
 
 
 class MainServer:
-    """The operations of bmi-rpc. Only the methods marked @Pyro4.expose can be called remotely.
+    """The operations of bmi-rpc, at one gateway (bmi/gateways.py). Only the methods marked
+    @Pyro4.expose can be called remotely.
 
     Bad input raises ValueError; a refusal or a failed operation raises RuntimeError with a message
     for the user. Either way nothing is left half done. start() before the first call, close() after
@@ -70,15 +74,18 @@ class MainServer:
 
     def __init__(self, settings=None):
         self.settings = settings or config.Settings()
+        self.uri = None   # where the other gateways reach this one, once it is served
         state = self.settings.BMI_STATE_DIR
         self._storage = Storage(self.settings)
         self._target = Target(self.settings)
-        self._records = NodeRecords(os.path.join(state, "nodes"))
-        self._boot_scripts = BootScripts(os.path.join(state, "boot"), self.settings.BMI_BOOT_PORTAL)
+        self._records = records_for(self.settings)
+        self._gateways = Gateways(self._records, self.settings.BMI_GATEWAY)
+        self._boot_scripts = BootScripts(os.path.join(state, "boot"))
         self._audit_log = AuditLog(self.settings.BMI_AUDIT_LOG)
         self._locks = NamedLocks()
         self._lock_files = []      # held while the server runs: its state directory and its tgtd are its own
-        self._unfinished = set()   # nodes a crash left half done: no operation of this process works on them
+        self._unfinished = set()   # nodes a crash of this gateway left half done, for reconciling to finish
+        self._boot_portals = None  # every gateway's, as this gateway's boot scripts name them
 
     def claim(self):
         """Make the state directory and tgtd this server's own, before it reads or changes anything;
@@ -93,26 +100,30 @@ class MainServer:
             raise
 
     def start(self):
-        """Claim the state directory and tgtd (unless done), open the audit log, read the node
-        records, finish what a crash left half done and export every ready node (or leave that to
-        keep_targets_exported, if tgtd does not answer yet)."""
+        """Claim the state directory and tgtd (unless done), open the audit log and the records, join
+        the gateways, finish what a crash left half done and export every ready node (or leave that
+        to keep_targets_exported, if tgtd does not answer yet)."""
         if not self._lock_files:
             self.claim()
         warn_of_a_boot_portal_nodes_cannot_reach(self.settings.BMI_BOOT_PORTAL)
         self._audit_log.open()
         self._boot_scripts.open()
         self._records.load()
-        self._unfinished = {r.node for r in self._records.all() if r.state != READY}
+        self._records.put_gateway(GatewayRecord(self._gateways.name, self.settings.BMI_ISCSI_PORTAL,
+                                                self.settings.BMI_BOOT_PORTAL, str(self.uri) if self.uri else None))
+        self._unfinished = {r.node for r in self._records.all() if r.state != READY and r.gateway == self._gateways.name}
+        leftovers = []
         try:
-            leftovers = self._storage.clean()   # before any operation: no copy runs yet
-            threading.Thread(target=self._clean_leftovers, args=(leftovers,), daemon=True).start()
-            self._reconcile()
+            leftovers = self._storage.clean()   # before any operation: no copy of this gateway runs yet
+            self._bring_exports_in_line()       # first: this gateway serves its nodes at once
         except Exception as err:
             log.warning("cannot export the provisioned nodes yet: %s", err)
+        threading.Thread(target=self._tidy_up, args=(leftovers,), daemon=True).start()
         return self
 
     def close(self):
         self._audit_log.close()
+        self._records.close()
         while self._lock_files:
             os.close(self._lock_files.pop())
 
@@ -137,18 +148,19 @@ class MainServer:
         names.check_image(image)
         names.check_node(node)
         with self._locks.hold("node:" + node, shared=["image:" + image]):
-            record = NodeRecord(node=node, image=image, iqn="%s:%s" % (self.settings.BMI_IQN_PREFIX, node),
-                                chap_user=node, chap_secret=secrets.token_urlsafe(12))
-            self._records.add(record)   # from here on, a crash is undone at the next start
+            record = self._records.add(NodeRecord(
+                node=node, image=image, iqn="%s:%s" % (self.settings.BMI_IQN_PREFIX, node), chap_user=node,
+                chap_secret=secrets.token_urlsafe(12), gateway=self._gateways.name))   # a crash is undone from here on
             try:
                 record = record.changed(backing=self._storage.clone(image, node))
                 self._target.create(record.iqn, record.backing, record.chap_user, record.chap_secret)
-                self._boot_scripts.write(record)
-                self._records.save(record.changed(state=READY))   # the record stays unready if this fails
+                self._boot_scripts.write(record, self._portals())
+                record = self._records.save(record.changed(state=READY, gateway=None))   # else it stays unready
             except Exception:
                 self._undo(record)
                 raise
-        return self._describe(record)
+        others = self._gateways.ask_the_others("sync_node", node)
+        return self._describe(record, {name: answer and answer["exported"] for name, answer in others.items()})
 
     @Pyro4.expose
     @audited
@@ -159,10 +171,11 @@ class MainServer:
         with self._locks.hold("node:" + node):
             record = self._ready_record(node)
             if not force:
-                initiators = self._target.connections(record.iqn)
-                if initiators:
-                    raise RuntimeError("node %s is in use: %s is logged in to its target; "
-                                       "detach_node --force cuts it off" % (node, ", ".join(initiators)))
+                logged_in = ["%s (at gateway %s)" % (initiator, gateway)
+                             for gateway, initiators in self._initiators(record).items() for initiator in initiators]
+                if logged_in:
+                    raise RuntimeError("node %s is in use: %s %s logged in to its target; detach_node --force cuts "
+                                       "it off" % (node, ", ".join(logged_in), "is" if len(logged_in) == 1 else "are"))
             self._detach(record, force)
         return {"node": node, "image": record.image, "iqn": record.iqn}
 
@@ -192,13 +205,61 @@ class MainServer:
     @Pyro4.expose
     @audited
     def list_all_images(self):
-        nodes = [{"node": r.node, "image": r.image, "iqn": r.iqn} for r in self._records.all() if r.state == READY]
-        return {"images": self._storage.list_images(), "nodes": sorted(nodes, key=lambda n: n["node"])}
+        exported = self._gateways.ask_the_others("exported_nodes")
+        try:
+            exported[self._gateways.name] = self.exported_nodes()
+        except runner.CommandFailed as err:   # this gateway's tgtd is down: the listing still answers
+            log.warning("cannot list this gateway's targets: %s", err)
+            exported[self._gateways.name] = None
+        nodes = [{"node": r.node, "image": r.image, "iqn": r.iqn,
+                  "gateways": sorted(gateway for gateway, nodes in exported.items() if nodes and r.node in nodes)}
+                 for r in self._records.all() if r.state == READY]
+        gateways = [{"name": g.name, "portal": g.boot_portal, "up": exported.get(g.name) is not None}
+                    for g in self._gateways.all()]
+        return {"images": self._storage.list_images(), "nodes": sorted(nodes, key=lambda n: n["node"]),
+                "gateways": gateways}
+
+    @Pyro4.expose
+    @audited
+    def remove_gateway(self, gateway):
+        """Forget a gateway that is gone for good: boot scripts stop naming it, and what its crash
+        left half done is taken away. Refused while it answers."""
+        names.check_gateway(gateway)
+        if gateway == self._gateways.name:
+            raise RuntimeError("gateway %s is this one: stop it, then remove it through another" % gateway)
+        known = {g.name: g for g in self._gateways.all()}
+        if gateway not in known:
+            raise RuntimeError("no such gateway: %s" % gateway)
+        if self._gateways.ask_the_others("ping").get(gateway) is not None:
+            raise RuntimeError("gateway %s answers: stop it first" % gateway)
+        self._records.remove_gateway(gateway)
+        for record in self._records.all():
+            if record.state != READY and record.gateway == gateway:
+                with self._locks.hold("node:" + record.node):
+                    log.info("%s was left %s by gateway %s: taking it away", record.node, record.state, gateway)
+                    self._take_away(record)
+        return {"gateway": gateway}
 
     @Pyro4.expose
     def ping(self):
         """A no-op round trip: is the server there?"""
         return "pong"
+
+    @Pyro4.expose
+    def sync_node(self, node):
+        """For the other gateways: bring this gateway's export of node in line with its record now
+        (exported while ready, gone otherwise). {"exported": bool, "initiators": [...]}."""
+        names.check_node(node)
+        with self._locks.hold("node:" + node):
+            record = self._records.get(node)
+            exported = self._sync(record, node)
+            return {"exported": exported, "initiators": self._target.connections(record.iqn) if exported else []}
+
+    @Pyro4.expose
+    def exported_nodes(self):
+        """For the other gateways: the nodes this gateway's tgtd exports."""
+        prefix = self.settings.BMI_IQN_PREFIX + ":"
+        return sorted(iqn[len(prefix):] for iqn in self._target.exported() if iqn.startswith(prefix))
 
     @Pyro4.expose
     def follow(self, operation, arguments, options):
@@ -237,7 +298,9 @@ class MainServer:
             yield {"progress": {"done": value[0], "total": value[1]} if value else None}
 
     def keep_targets_exported(self, stop):
-        """Until stop is set, give back any target tgtd lost (it restarted, say)."""
+        """Until stop is set, keep this gateway's exports in line with the records: give back any
+        target tgtd lost (it restarted, say), take on nodes other gateways provisioned, drop those
+        they detached, and name every gateway in the boot scripts."""
         problem = RecurringProblem(log, "cannot check the targets")
         while not stop.wait(self.settings.BMI_TGT_CHECK_SECONDS):
             try:
@@ -246,8 +309,14 @@ class MainServer:
             except Exception as err:
                 problem.report(err)
 
-    def _clean_leftovers(self, images):
-        """Remove the partial images that a killed writer held open at the start, once it no longer does."""
+    def _tidy_up(self, images):
+        """In the background, what a crash left: take away its half-done nodes (which may wait for a
+        killed command's hold on a disk to expire; reconciling retries what fails), and remove the
+        partial images that a killed writer held open, once it no longer does."""
+        try:
+            self._finish_unfinished()
+        except Exception as err:
+            log.warning("cannot take away what a crash left half done yet: %s", err)
         for image in images:
             with self._locks.hold("image:" + image):
                 try:
@@ -265,45 +334,91 @@ class MainServer:
             raise RuntimeError("node %s is not provisioned" % node)
         return record
 
-    def _describe(self, record):
+    def _portals(self):
+        """The boot portals of every gateway, this one's first: a node's boot script tries them all."""
+        portals = [g.boot_portal for g in self._gateways.all() if g.name != self._gateways.name]
+        return [self.settings.BMI_BOOT_PORTAL] + [portal for portal in portals if portal != self.settings.BMI_BOOT_PORTAL]
+
+    def _describe(self, record, others):
+        """The result of a provision: where the node is exported, and which gateways did not answer."""
+        portals = {g.name: g.boot_portal for g in self._gateways.all()}
+        exporting = {self._gateways.name: self.settings.BMI_BOOT_PORTAL}
+        exporting.update({name: portals[name] for name, exported in others.items() if exported})
         return {"node": record.node, "image": record.image, "iqn": record.iqn,
-                "portal": self.settings.BMI_ISCSI_PORTAL, "lun": 1,
+                "portal": self.settings.BMI_ISCSI_PORTAL, "portals": exporting, "lun": 1,
+                "down": sorted(name for name, exported in others.items() if not exported),
                 "boot_script": self._boot_scripts.path(record.node)}
 
+    def _initiators(self, record):
+        """{gateway: initiators logged in to the node's target there}, of every gateway that answers."""
+        found = {self._gateways.name: self._target.connections(record.iqn)}
+        for gateway, answer in self._gateways.ask_the_others("sync_node", record.node).items():
+            if answer:
+                found[gateway] = answer["initiators"]
+        return {gateway: initiators for gateway, initiators in found.items() if initiators}
+
+    def _sync(self, record, node):
+        """Make this gateway's target and boot script of node what record (None: no record) says:
+        there while ready, gone otherwise, or left alone while another gateway provisions it.
+        Whether it is exported now."""
+        iqn = "%s:%s" % (self.settings.BMI_IQN_PREFIX, node)
+        exported = iqn in self._target.exported()
+        if record is not None and record.state == READY:
+            if not exported:
+                log.info("exporting %s as %s", node, iqn)
+                self._target.create(record.iqn, record.backing, record.chap_user, record.chap_secret)
+            self._boot_scripts.write(record, self._portals())
+            return True
+        if record is None or record.state == DETACHING:
+            if exported:
+                log.info("%s is %s: taking its target away", node, "gone" if record is None else "being detached")
+                self._target.delete(iqn, node, force=True)
+            self._boot_scripts.remove(node)
+        return False
+
     def _detach(self, record, force):
-        """Take a ready node away. Its record says detaching first, so that a crash is finished at the
-        next start; if a later step fails, the node is given back, provisioned and exported, as the
-        reply will say it is."""
-        self._records.save(record.changed(state=DETACHING))   # if this fails, nothing changed
+        """Take a ready node away, at every gateway. Its record says detaching first, so that a crash
+        is finished at the next start and the other gateways drop their targets; if a later step
+        fails, the node is given back, provisioned and exported, as the reply will say it is."""
+        detaching = self._records.save(record.changed(state=DETACHING, gateway=self._gateways.name))
         exported = True
         try:
             self._target.delete(record.iqn, record.chap_user, force)
             exported = False
-            self._storage.remove(record.node)
+            down = [name for name, answer in self._gateways.ask_the_others("sync_node", record.node).items()
+                    if answer is None]
+            try:
+                self._storage.remove(record.node)
+            except Exception as err:
+                if down:   # their tgtd may hold the disk open still
+                    raise RuntimeError("%s (gateway%s %s did not answer)" % (err, "s" if len(down) > 1 else "",
+                                                                              ", ".join(down))) from None
+                raise
         except Exception as err:
-            self._give_back(record, exported, err)
+            self._give_back(detaching, exported, err)
         self._boot_scripts.remove(record.node)
-        self._records.delete(record.node)
+        self._records.delete(detaching)
 
-    def _give_back(self, record, exported, err):
-        """A step of detaching record failed with err: raise err once the node is provisioned and
-        exported again, or say that it is half taken away, which reconciling then finishes."""
+    def _give_back(self, detaching, exported, err):
+        """A step of detaching failed with err: raise err once the node is provisioned and exported
+        again, or say that it is half taken away, which reconciling then finishes."""
         try:
             if not exported:
-                self._target.create(record.iqn, record.backing, record.chap_user, record.chap_secret)
-            self._records.save(record)
+                self._target.create(detaching.iqn, detaching.backing, detaching.chap_user, detaching.chap_secret)
+            self._records.save(detaching.changed(state=READY, gateway=None))
         except Exception as again:
-            self._unfinished.add(record.node)
+            self._unfinished.add(detaching.node)
             raise RuntimeError("%s; node %s is half taken away, and could not be given back (%s): the server "
-                               "finishes taking it away" % (err, record.node, again)) from None
+                               "finishes taking it away" % (err, detaching.node, again)) from None
+        self._gateways.ask_the_others("sync_node", detaching.node)
         raise err
 
     def _take_away(self, record):
-        """Remove whatever of a node exists: target, boot script, disk, record. What is gone is fine."""
+        """Remove whatever of a node exists here and in the store: target, boot script, disk, record."""
         self._target.delete(record.iqn, record.chap_user, force=True)
         self._boot_scripts.remove(record.node)
         self._storage.remove(record.node)
-        self._records.delete(record.node)
+        self._records.delete(record)
 
     def _undo(self, record):
         try:
@@ -313,36 +428,49 @@ class MainServer:
             log.error("cannot undo the provisioning of %s yet: %s", record.node, err)
 
     def _reconcile(self):
-        """Finish taking away what a crash left half done, and export every ready node tgtd lacks."""
+        """Finish taking away what a crash of this gateway left half done, and bring every export and
+        boot script of this gateway in line with the records."""
+        self._finish_unfinished()
+        self._bring_exports_in_line()
+
+    def _finish_unfinished(self):
         for node in sorted(self._unfinished):
             with self._locks.hold("node:" + node):
                 record = self._records.get(node)
-                if record is not None:
+                if record is not None and record.state != READY and record.gateway == self._gateways.name:
                     log.info("%s was left %s: taking it away", node, record.state)
                     self._take_away(record)
                 self._unfinished.discard(node)
-        # Ready before the listing, so a target missing from it is really missing; a node that
-        # becomes ready meanwhile is not looked at.
-        ready = [record for record in self._records.all() if record.state == READY]
-        exported = self._target.exported()
-        for record in ready:
-            if record.iqn not in exported:
-                with self._locks.hold("node:" + record.node):
-                    if self._records.get(record.node) == record:   # not detached meanwhile
-                        log.info("exporting %s again as %s", record.node, record.iqn)
-                        self._target.create(record.iqn, record.backing, record.chap_user, record.chap_secret)
+
+    def _bring_exports_in_line(self):
+        portals = self._portals()
+        rewrite = portals != self._boot_portals   # a gateway came or went: every boot script names them
+        # The records before the listing, so a target missing from it is really missing; a node that
+        # changes meanwhile is looked at again under its lock, by _sync.
+        records = {record.node: record for record in self._records.all()}
+        exported = set(self.exported_nodes())
+        for node in sorted(set(records) | exported):
+            record = records.get(node)
+            in_line = (node in exported) == (record is not None and record.state == READY)
+            if record is not None and record.state == PROVISIONING:
+                continue   # its gateway's to finish
+            if not in_line or (rewrite and node in exported):
+                with self._locks.hold("node:" + node):
+                    self._sync(self._records.get(node), node)
+        self._boot_portals = portals
 
 
 def register_with_name_server(uri, settings, stop):
-    """Keep uri registered under the object name: wait for the name server, register again after it restarts."""
-    name = settings.BMI_OBJECT_NAME
+    """Keep uri registered as this gateway, SERVICE.GATEWAY, with the service's name as metadata,
+    by which clients find every gateway: wait for the name server, register again after it restarts."""
+    name = "%s.%s" % (settings.BMI_OBJECT_NAME, settings.BMI_GATEWAY)
     problem = RecurringProblem(log, "cannot register with the name server at %s:%s"
                                % (settings.BMI_NS_HOST, settings.BMI_NS_PORT))
     while not stop.is_set():
         try:
             with pyrosetup.locate_ns(settings) as ns:
                 if ns.list(prefix=name).get(name) != str(uri):
-                    ns.register(name, uri)
+                    ns.register(name, uri, metadata={settings.BMI_OBJECT_NAME})
                     log.info("registered %s as %s", uri, name)
             problem.clear()
         except Pyro4.errors.PyroError as err:
@@ -359,11 +487,11 @@ def main(argv=None):
         pyrosetup.configure(settings, create_key=True)
         server.claim()   # first of all: its state directory and its tgtd are its own
         daemon = pyrosetup.daemon(settings)
+        server.uri = uri = daemon.register(server, objectId=settings.BMI_OBJECT_NAME)
         server.start()
-    except (OSError, ValueError, HeldElsewhere) as err:
+    except (OSError, ValueError, HeldElsewhere, runner.CommandFailed) as err:
         server.close()
         sys.exit("mainserver: %s" % (err.strerror if isinstance(err, OSError) and err.strerror else err))
-    uri = daemon.register(server, objectId=settings.BMI_OBJECT_NAME)
     stop = threading.Event()
     for job in (lambda: register_with_name_server(uri, settings, stop),
                 lambda: server.keep_targets_exported(stop)):

@@ -1,7 +1,6 @@
 """Unit tests of the MainServer class: real scripts, a private tgtd, and for rbd a throwaway Ceph
 cluster. Each test runs on every storage backend and checks a method's actual output against the
 expected output, and that refused calls change nothing."""
-import json
 import os
 import subprocess
 import threading
@@ -12,6 +11,8 @@ import pytest
 
 
 from bmi import runner
+from bmi.nodes import PROVISIONING
+from bmi.records import records_for
 from mainserver import MainServer
 from testkit.daemons import wait_until
 from testkit.fixtures import state_of
@@ -20,7 +21,7 @@ from testkit.initiator import lun_url, node_record, read_lun, write_lun
 
 
 OPERATIONS = {"import_image", "provision", "detach_node", "create_snapshot", "delete_image", "list_all_images", "ping",
-              "follow"}
+              "remove_gateway", "follow", "sync_node", "exported_nodes"}
 
 
 @pytest.fixture
@@ -37,8 +38,14 @@ def test_only_the_operations_are_exposed():
     assert exposed["attrs"] == set() and exposed["oneway"] == set()
 
 
-def test_import_image_lists_the_golden_image(server, golden):
-    assert server.list_all_images() == {"images": [{"name": "golden", "size_bytes": len(golden)}], "nodes": []}
+def the_gateway(settings):
+    """The one gateway of a service, in list_all_images' words."""
+    return [{"name": settings.BMI_GATEWAY, "portal": settings.BMI_BOOT_PORTAL, "up": True}]
+
+
+def test_import_image_lists_the_golden_image(server, settings, golden):
+    assert server.list_all_images() == {"images": [{"name": "golden", "size_bytes": len(golden)}], "nodes": [],
+                                        "gateways": the_gateway(settings)}
 
 
 def test_import_image_refuses_an_existing_name(server, golden, tmp_path):
@@ -49,13 +56,13 @@ def test_import_image_refuses_an_existing_name(server, golden, tmp_path):
 
 
 @pytest.mark.parametrize("size, message", [(None, "no such file"), (0, "multiple of 512"), (1000, "multiple of 512")])
-def test_import_image_refuses_a_file_that_is_no_disk_image(server, tmp_path, size, message):
+def test_import_image_refuses_a_file_that_is_no_disk_image(server, settings, tmp_path, size, message):
     path = tmp_path / "bad.raw"
     if size is not None:
         path.write_bytes(b"x" * size)
     with pytest.raises(RuntimeError, match=message):
         server.import_image("bad", str(path))
-    assert server.list_all_images() == {"images": [], "nodes": []}
+    assert server.list_all_images() == {"images": [], "nodes": [], "gateways": the_gateway(settings)}
 
 
 def test_provision_exports_a_clone_and_writes_the_boot_script(server, settings, golden, tgtd, tmp_path):
@@ -64,6 +71,7 @@ def test_provision_exports_a_clone_and_writes_the_boot_script(server, settings, 
     iqn = settings.BMI_IQN_PREFIX + ":node-a"
     boot_script = os.path.join(settings.BMI_STATE_DIR, "boot", "node-a.ipxe")
     assert result == {"node": "node-a", "image": "golden", "iqn": iqn, "portal": tgtd.portal, "lun": 1,
+                      "portals": {settings.BMI_GATEWAY: settings.BMI_BOOT_PORTAL}, "down": [],
                       "boot_script": boot_script}
     assert list(tgtd.targets().values()) == [iqn]
     record = node_record(settings, "node-a")
@@ -73,7 +81,8 @@ def test_provision_exports_a_clone_and_writes_the_boot_script(server, settings, 
                             % (record["chap_secret"], host, port, iqn))
     assert os.stat(boot_script).st_mode & 0o777 == 0o600
     assert read_lun(lun_url(settings, "node-a"), tmp_path / "back.raw") == golden
-    assert server.list_all_images()["nodes"] == [{"node": "node-a", "image": "golden", "iqn": iqn}]
+    assert server.list_all_images()["nodes"] == [{"node": "node-a", "image": "golden", "iqn": iqn,
+                                                  "gateways": [settings.BMI_GATEWAY]}]
 
 
 def test_the_target_requires_the_nodes_chap_secret(server, settings, golden, tmp_path):
@@ -220,12 +229,13 @@ def test_a_new_server_undoes_a_provisioning_a_crash_interrupted(server, settings
     empty = state_of(settings, tgtd)
     server.provision("golden", "node-a")
     server.close()
-    record = node_record(settings, "node-a")
-    record["state"] = "provisioning"   # as a crash before the last step leaves it
-    with open(os.path.join(settings.BMI_STATE_DIR, "nodes", "node-a.json"), "w") as f:
-        json.dump(record, f)
-    with MainServer(settings):
-        assert state_of(settings, tgtd) == empty
+    records = records_for(settings)
+    records.load()
+    record = records.get("node-a")   # as a crash before the last step leaves it:
+    records.save(record.changed(state=PROVISIONING, gateway=settings.BMI_GATEWAY))
+    records.close()
+    with MainServer(settings):   # takes it away in the background, once it serves
+        wait_until(lambda: state_of(settings, tgtd) == empty, 60, "the half-made node taken away")
 
 
 def test_racing_provisions_of_one_node_have_one_winner(server, settings, golden, tgtd):

@@ -18,6 +18,7 @@ import time
 
 import config
 from bmi import pyrosetup
+from benchmarks import gateways
 from config import ROOT
 from mainserver import MainServer
 from testkit.daemons import CephCluster, Tgtd, free_port
@@ -33,6 +34,7 @@ TARGETS = {   # name: (figure, limit, what the issue asks)
     "client_vs_import": ("mainclient wall time / python -c 'import Pyro4'", 1.5, "at most"),
     "server_peak_mb": ("main server peak resident memory, MB", 100.0, "under"),
     "import_vs_floor": ("import_image of 2 GiB random / its qemu-img convert alone", 1.15, "at most"),
+    "two_gateways_vs_one": ("provision with two gateways / with one (rbd)", 1.5, "at most"),
 }
 
 
@@ -67,7 +69,7 @@ class Bench:
         self.service.start()
         pyrosetup.configure(self.settings)
         with pyrosetup.locate_ns(self.settings) as ns:
-            self.uri = ns.lookup(self.settings.BMI_OBJECT_NAME)
+            self.uri = pyrosetup.gateways(ns, self.settings.BMI_OBJECT_NAME)[self.settings.BMI_GATEWAY]
         self.proxy = pyrosetup.proxy(self.uri)
         image = os.path.join(workdir, "golden.raw")
         make_image_file(image, 16 * 1024 * 1024)
@@ -288,6 +290,9 @@ def verdicts(figures, nodes):
         })
     if "import" in figures:
         found["import_vs_floor"] = figures["import"]["ratios"]["median"]   # pair by pair: the machine drifts
+    if "gateways" in figures:
+        found["two_gateways_vs_one"] = ratio(figures["gateways"]["provision_two_gateways_s"],
+                                             figures["gateways"]["provision_one_gateway_s"])
     return found
 
 
@@ -301,6 +306,14 @@ def table(results):
         if backend not in results:
             continue
         f = results[backend]["figures"]
+        if "gateways" in f:
+            g = f["gateways"]
+            lines.append("%s: provision median %.1f ms with one gateway, %.1f ms with two" % (
+                backend, g["provision_one_gateway_s"] * 1e3, g["provision_two_gateways_s"] * 1e3))
+            for label, tgtds in (("two gateways", g["idle_two_gateways"]), ("one gateway", g["idle_one_gateway"])):
+                lines.append("%s: %d idle nodes, %s: %s" % (backend, g["nodes"], label, "; ".join(
+                    "%s's tgtd %.1f%% of a core, %.0f MB, %d threads" % (name, u["core_share"] * 100, u["rss_mb"],
+                                                                       u["threads"]) for name, u in tgtds.items())))
         if "import" in f:
             lines.append("%s: import_image of %d MiB of random data median %.2f s, its qemu-img convert alone %.2f s; "
                          "ratio pair by pair median %.2f, p95 %.2f"
@@ -333,8 +346,9 @@ def main():
     parser.add_argument("--backend", choices=["file", "rbd", "both"], default="both")
     parser.add_argument("--nodes", type=int, default=500, help="largest number of nodes for the scaling figure")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results.json"))
-    parser.add_argument("--figures", default="control,import",
-                        help="which groups of figures: control (RPC, provisions, scaling, memory), import")
+    parser.add_argument("--figures", default="control,import,gateways",
+                        help="which groups of figures: control (RPC, provisions, scaling, memory), import, "
+                             "gateways (rbd)")
     args = parser.parse_args()
     groups = set(args.figures.split(","))
     results = {}
@@ -344,6 +358,9 @@ def main():
             for backend in (["file", "rbd"] if args.backend == "both" else [args.backend]):
                 os.makedirs(os.path.join(workdir, backend))
                 figures = run_backend(backend, args.nodes, os.path.join(workdir, backend), cluster, groups)
+                if backend == "rbd" and "gateways" in groups:
+                    os.makedirs(os.path.join(workdir, "gateways"))
+                    figures["gateways"] = gateways.run(cluster.settings, os.path.join(workdir, "gateways"), args.nodes)
                 results[backend] = {"figures": figures, "verdicts": verdicts(figures, args.nodes)}
         finally:
             if cluster:

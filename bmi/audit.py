@@ -24,7 +24,10 @@ class AuditLog:
         self._fd = None
 
     def open(self):
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise OSError(err.errno, "cannot open the audit log %s: %s" % (self.path, err.strerror)) from None
 
     def close(self):
         if self._fd is not None:

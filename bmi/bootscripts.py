@@ -5,9 +5,8 @@ from bmi.files import remove_partials, write_private
 
 
 class BootScripts:
-    def __init__(self, directory, portal):
+    def __init__(self, directory):
         self.directory = directory
-        self._host, self._port = portal.rsplit(":", 1)
 
     def open(self):
         os.makedirs(self.directory, exist_ok=True)
@@ -16,12 +15,13 @@ class BootScripts:
     def path(self, node):
         return os.path.join(self.directory, node + ".ipxe")
 
-    def write(self, record):
-        """The script that logs the node in with its CHAP account and boots LUN 1 of its target.
-        Mode 0600: it holds the node's CHAP secret."""
-        write_private(self.path(record.node),
-                      "#!ipxe\ndhcp\nset username %s\nset password %s\nsanboot iscsi:%s::%s:1:%s\n"
-                      % (record.chap_user, record.chap_secret, self._host, self._port, record.iqn), sync=False)
+    def write(self, record, portals):
+        """The script that logs the node in with its CHAP account and boots LUN 1 of its target, at
+        whichever of the portals (HOST:PORT, one a gateway) answers: iPXE's sanboot takes several
+        URIs of one disk (multipath). Mode 0600: it holds the node's CHAP secret."""
+        uris = ["iscsi:%s::%s:1:%s" % (*portal.rsplit(":", 1), record.iqn) for portal in portals]
+        write_private(self.path(record.node), "#!ipxe\ndhcp\nset username %s\nset password %s\nsanboot %s\n"
+                      % (record.chap_user, record.chap_secret, " ".join(uris)), sync=False)
 
     def remove(self, node):
         try:

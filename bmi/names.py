@@ -20,6 +20,16 @@ def check_node(name):
     return name
 
 
+GATEWAY_FORM = "^[a-z0-9][a-z0-9-]{0,31}$"   # part of object names in RADOS and the name server
+_GATEWAY = re.compile(GATEWAY_FORM)
+
+
+def check_gateway(name):
+    if not isinstance(name, str) or not _GATEWAY.fullmatch(name):
+        raise ValueError("invalid gateway name %r: it must match %s" % (name, GATEWAY_FORM))
+    return name
+
+
 def check_path(path):
     """A file path on the server host, as given to import_image."""
     if not isinstance(path, str) or not path.startswith("/") or "\0" in path or len(path) > 4096:

@@ -1,18 +1,16 @@
-"""Provisioned nodes: what the service knows of each (a NodeRecord), and where that is kept.
+"""What the service knows of each provisioned node (a NodeRecord) and of each gateway (a
+GatewayRecord). bmi/records.py keeps them.
 
-A record is written before its operation changes anything, and its state says how far the
-operation got, so that a restarted server can undo what a crash left half done:
-  provisioning  being made; undone at the next start
-  ready         complete: disk, target and boot script exist
-  detaching     being taken away; finished at the next start
-Records hold the node's CHAP secret, so they are readable by root alone.
+A node's record is written before its operation changes anything, and its state says how far the
+operation got, so that a restarted gateway can undo what a crash left half done:
+  provisioning  being made; undone when the gateway that made it starts again
+  ready         complete: disk, targets and boot scripts exist
+  detaching     being taken away; finished when the gateway that took it starts again
+Records hold the node's CHAP secret: they are readable by root (files) or the service's Ceph user
+(RADOS) alone.
 """
 import dataclasses
 import json
-import os
-import threading
-
-from bmi.files import remove_partials, write_private
 
 PROVISIONING, READY, DETACHING = "provisioning", "ready", "detaching"
 
@@ -37,84 +35,52 @@ class NodeRecord:
     chap_secret: str
     state: str = PROVISIONING
     backing: Backing = None   # once the disk exists
+    gateway: str = None       # the gateway whose operation is under way, while it is
+    version: int = dataclasses.field(default=0, compare=False)   # the store's, not stored: what a change expects
 
     def changed(self, **fields):
         return dataclasses.replace(self, **fields)
 
     def to_json(self):
-        return json.dumps(dict(dataclasses.asdict(self), schema=self.SCHEMA))
+        fields = dataclasses.asdict(self)
+        del fields["version"]
+        return json.dumps(dict(fields, schema=self.SCHEMA))
 
     @classmethod
-    def from_json(cls, text, where):
+    def from_json(cls, text, where, version=0):
         fields = json.loads(text)
         schema = fields.pop("schema", None)
         if schema != cls.SCHEMA:
             raise ValueError("%s: node record of schema %r; this server reads schema %d" % (where, schema, cls.SCHEMA))
         if fields["backing"] is not None:
             fields["backing"] = Backing(**fields["backing"])
-        return cls(**fields)
+        return cls(version=version, **fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayRecord:
+    """A gateway: a main server with its own tgtd. Every gateway exports every ready node."""
+    name: str
+    iscsi_portal: str   # where its tgtd listens
+    boot_portal: str    # where nodes reach that tgtd: boot scripts name every gateway's
+    uri: str = None     # its main server, for the other gateways (None: not serving, an in-process one)
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text):
+        return cls(**json.loads(text))
 
 
 class NodeExists(RuntimeError):
     def __init__(self, record):
-        super().__init__("node %s is already provisioned (from image %s)" % (record.node, record.image))
+        if record.state == READY:
+            super().__init__("node %s is already provisioned (from image %s)" % (record.node, record.image))
+        else:
+            super().__init__("node %s is being %s by gateway %s" % (
+                record.node, "provisioned" if record.state == PROVISIONING else "detached", record.gateway))
 
 
-class NodeRecords:
-    """The records of one server, one JSON file a node in a directory, kept in memory too."""
-
-    def __init__(self, directory):
-        self.directory = directory
-        self._lock = threading.Lock()
-        self._records = {}
-
-    def load(self):
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        remove_partials(self.directory)
-        for name in sorted(os.listdir(self.directory)):
-            if name.endswith(".json") and not name.startswith("."):
-                path = os.path.join(self.directory, name)
-                with open(path) as f:
-                    record = NodeRecord.from_json(f.read(), path)
-                self._records[record.node] = record
-
-    def get(self, node):
-        with self._lock:
-            return self._records.get(node)
-
-    def all(self):
-        with self._lock:
-            return list(self._records.values())
-
-    def add(self, record):
-        """Save a new node's record; NodeExists if the node has one."""
-        with self._lock:
-            if record.node in self._records:
-                raise NodeExists(self._records[record.node])
-            self._records[record.node] = record   # holds the name while the record is written
-        try:
-            self._write(record)
-        except BaseException:   # a full disk, say: the node was never there
-            with self._lock:
-                del self._records[record.node]
-            raise
-
-    def save(self, record):
-        """Replace the node's record, on disk whole or not at all, then in memory."""
-        self._write(record)
-        with self._lock:
-            self._records[record.node] = record
-
-    def delete(self, node):
-        try:
-            os.unlink(self._path(node))
-        except FileNotFoundError:
-            pass
-        with self._lock:
-            self._records.pop(node, None)
-
-    def _path(self, node):
-        return os.path.join(self.directory, node + ".json")
-
-    def _write(self, record):
-        write_private(self._path(record.node), record.to_json())
+class Changed(RuntimeError):
+    """A record changed, or went, since it was read: another gateway's operation came first."""

@@ -106,6 +106,13 @@ def locate_ns(settings):
     return Pyro4.locateNS(settings.BMI_NS_HOST, settings.BMI_NS_PORT, broadcast=False, hmac_key=_hmac_key)
 
 
+def gateways(ns, service):
+    """{gateway name: uri} of the service's main servers registered with the name server ns: each
+    as SERVICE.GATEWAY, with SERVICE in its metadata."""
+    found = ns.list(metadata_all={service})
+    return {name[len(service) + 1:]: Pyro4.URI(uri) for name, uri in found.items() if name.startswith(service + ".")}
+
+
 def proxy(uri):
     server = Pyro4.Proxy(uri)
     server._pyroHmacKey = _hmac_key

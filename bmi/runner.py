@@ -4,11 +4,13 @@ A quick command is bounded by a clock (run). A copy, which takes as long as its 
 bounded by its progress instead (run_copy): it may run as long as it reports progress, and is
 stopped when it makes none for a while.
 """
+import json
 import os
 import re
 import selectors
 import signal
 import subprocess
+import threading
 import time
 
 from bmi import progress
@@ -30,9 +32,9 @@ class CommandFailed(RuntimeError):
     """A command failed; str() is what it said on stderr, in one line, for the user."""
 
 
-def _start(args, env):
+def _start(args, env, stdin=subprocess.DEVNULL):
     try:
-        return subprocess.Popen(DIE_WITH_SERVER + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        return subprocess.Popen(DIE_WITH_SERVER + list(args), stdin=stdin, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=env, start_new_session=True)
     except OSError as err:
         raise CommandFailed("cannot run %s: %s" % (args[0], err.strerror))
@@ -124,3 +126,51 @@ class Script:
     def copy(self, *args):
         """A command that copies data: bounded by its progress (run_copy), not by the clock."""
         return run_copy([self.path, *args], self.stall, self.env)
+
+
+class Helper:
+    """A helper script (scripts/KIND/NAME) that runs as long as the server does and answers one JSON
+    request a line with one JSON line (scripts/README). Started at the first request, again after
+    it died; each answer bounded by BMI_SCRIPT_TIMEOUT, and the helper stopped when one is late."""
+
+    def __init__(self, kind, name, settings):
+        self._script = Script(kind, name, settings)
+        self._lock = threading.Lock()
+        self._proc = None
+
+    def request(self, **request):
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._start()
+            try:
+                self._proc.stdin.write((json.dumps(request) + "\n").encode())
+                self._proc.stdin.flush()
+            except OSError:
+                pass   # it died: the answer below says why
+            answer = self._answer()
+        if "error" in answer:
+            raise CommandFailed(answer["error"])
+        return answer
+
+    def close(self):
+        with self._lock:
+            if self._proc is not None:
+                _stop(self._proc)
+                self._proc = None
+
+    def _start(self):
+        self._proc = _start([self._script.path], self._script.env, stdin=subprocess.PIPE)
+        self._answer()   # its first line says it is ready
+
+    def _answer(self):
+        with selectors.DefaultSelector() as ready:
+            ready.register(self._proc.stdout, selectors.EVENT_READ)
+            line = self._proc.stdout.readline() if ready.select(self._script.timeout) else None
+        if line:
+            return json.loads(line)
+        proc, self._proc = self._proc, None
+        if proc.poll() is None:   # late
+            _stop(proc)
+            raise CommandFailed("no answer within %g s (BMI_SCRIPT_TIMEOUT)" % self._script.timeout)
+        said = "; ".join(line.strip() for line in _text(proc.stderr.read()).splitlines() if line.strip())
+        raise CommandFailed(said or "%s ended" % os.path.basename(self._script.path))

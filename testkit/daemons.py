@@ -158,8 +158,9 @@ class CephCluster:
     def rbd(self, *args):
         return rbd(self.settings, *args)
 
-    def osd_pid(self):
-        with open(os.path.join(self.directory, "osd.pid")) as f:
+    def pid(self, daemon):
+        """The process id of the cluster's "mon" or "osd"."""
+        with open(os.path.join(self.directory, daemon + ".pid")) as f:
             return int(f.read())
 
     def spec(self, name):
@@ -170,14 +171,16 @@ class CephCluster:
         return rbd_images(self.settings)
 
     def wipe(self):
-        """Remove every image of the pool, so the next test starts empty: clones (node disks, which
-        images() gives first) before parents."""
+        """Remove every image and record of the pool, so the next test starts empty: clones (node
+        disks, which images() gives first) before parents."""
         for name in self.images():
             image = self.spec(name)
             for snap in json.loads(self.rbd("snap", "ls", "--format", "json", image).stdout or "[]"):
                 self.rbd("snap", "unprotect", "%s@%s" % (image, snap["name"]))
                 self.rbd("snap", "rm", "%s@%s" % (image, snap["name"]))
             self.rbd("rm", image)
+        for name in rados_objects(self.settings):
+            rados(self.settings, "rm", name)
 
     def stop(self):
         subprocess.run([os.path.join(ROOT, "tools", "ceph-cluster"), "stop", self.directory],
@@ -188,6 +191,20 @@ def rbd(settings, *args):
     """The rbd tool run as the service runs it, with the BMI_CEPH_* of settings (a dict)."""
     return subprocess.run(["rbd", "--conf", settings["BMI_CEPH_CONF"], "--id", settings["BMI_CEPH_ID"], *args],
                           capture_output=True, text=True, timeout=120)
+
+
+def rados(settings, *args):
+    """The rados tool on the namespace of the service's records (node.NODE, gateway.NAME)."""
+    return subprocess.run(["rados", "--conf", settings["BMI_CEPH_CONF"], "--id", settings["BMI_CEPH_ID"], "-p",
+                           settings["BMI_CEPH_POOL"], "-N", "bmi", *args], capture_output=True, text=True, timeout=120)
+
+
+def rados_objects(settings):
+    """The RADOS objects of the service's records in the pool in settings."""
+    out = rados(settings, "ls")
+    if out.returncode != 0:
+        raise RuntimeError("rados ls: %s" % out.stderr)
+    return sorted(out.stdout.split())
 
 
 def rbd_images(settings):

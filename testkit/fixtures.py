@@ -11,7 +11,7 @@ import pytest
 
 import config
 from mainserver import MainServer
-from testkit.daemons import CephCluster, Tgtd, free_port, rbd_images, require
+from testkit.daemons import CephCluster, Tgtd, free_port, rados_objects, rbd_images, require
 from testkit.filesystems import tmpfs
 from testkit.images import MiB
 from testkit.service import Service, detach_every_node, variant
@@ -46,7 +46,7 @@ def settings(backend, tgtd, tmp_path, request):
               # what a test VM on qemu's user-mode network sees of the host's loopback
               "BMI_BOOT_PORTAL": "10.0.2.2:%d" % tgtd.port,
               "BMI_NS_PORT": free_port(), "BMI_SERVER_PORT": free_port(),
-              "BMI_KEY_FILE": str(tmp_path / "hmac.key"),
+              "BMI_KEY_FILE": str(tmp_path / "hmac.key"), "BMI_GATEWAY": "gw-a",
               "BMI_TGT_CHECK_SECONDS": 0.5, "BMI_SCRIPT_TIMEOUT": 60}
     if backend == "rbd":
         cluster = request.getfixturevalue("ceph_cluster")
@@ -108,10 +108,11 @@ def small_service(settings, tgtd, tmp_path):
 
 
 def state_of(settings, tgtd):
-    """Everything an operation may change: files, targets, CHAP accounts, rbd images."""
+    """Everything an operation may change: files, targets, CHAP accounts, rbd images, RADOS records."""
     files = sorted(os.path.relpath(os.path.join(d, f), settings.BMI_STATE_DIR)
                    for d, _, names in os.walk(settings.BMI_STATE_DIR) for f in names)
     state = {"files": files, "targets": tgtd.targets(), "accounts": tgtd.accounts()}
     if settings.BMI_BACKEND == "rbd":
         state["rbd"] = rbd_images(settings.environment())
+        state["records"] = rados_objects(settings.environment())
     return state

@@ -1,16 +1,28 @@
 """A real iSCSI initiator (qemu's libiscsi driver) reading and writing nodes' LUNs."""
+import dataclasses
 import glob
 import json
 import os
 import subprocess
 
+from bmi.records import FileRecords, records_for
 from testkit.daemons import require, require_command
 
 
 def node_record(settings, node):
-    """The node's record as the main server keeps it."""
-    with open(os.path.join(settings.BMI_STATE_DIR, "nodes", node + ".json")) as f:
-        return json.load(f)
+    """The node's record as the service keeps it, a dict: in a file of the state directory (read,
+    not loaded: that would tidy the directory under a running server's feet), or in RADOS."""
+    records = records_for(settings)
+    if isinstance(records, FileRecords):
+        with open(os.path.join(settings.BMI_STATE_DIR, "nodes", node + ".json")) as f:
+            return json.load(f)
+    try:
+        record = records.get(node)
+    finally:
+        records.close()
+    if record is None:
+        raise FileNotFoundError("node %s has no record" % node)
+    return dataclasses.asdict(record)
 
 
 def lun_url(settings, node, portal=None, credentials=True):

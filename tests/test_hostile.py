@@ -27,8 +27,10 @@ from testkit.service import audit_lines
 
 IMAGE_FORM = re.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NODE_FORM = re.compile("[a-z0-9][a-z0-9.-]{0,62}")
+GATEWAY_FORM = re.compile("[a-z0-9][a-z0-9-]{0,31}")
 VALID = {"image": lambda v: isinstance(v, str) and IMAGE_FORM.fullmatch(v) is not None,
          "node": lambda v: isinstance(v, str) and NODE_FORM.fullmatch(v) is not None,
+         "gateway": lambda v: isinstance(v, str) and GATEWAY_FORM.fullmatch(v) is not None,
          "path": lambda v: isinstance(v, str) and v.startswith("/") and "\0" not in v and len(v) <= 4096,
          "force": lambda v: isinstance(v, bool)}
 VALID["snapshot"] = VALID["image"]
@@ -40,12 +42,14 @@ def provision(image, node): pass
 def detach_node(node, force=False): pass
 def create_snapshot(node, snapshot): pass
 def delete_image(image): pass
+def remove_gateway(gateway): pass
 def list_all_images(): pass
 def ping(): pass
 
 
 SIGNATURES = {f.__name__: inspect.signature(f)
-              for f in (import_image, provision, detach_node, create_snapshot, delete_image, list_all_images, ping)}
+              for f in (import_image, provision, detach_node, create_snapshot, delete_image, list_all_images, ping,
+                        remove_gateway)}
 OPERATIONS = sorted(SIGNATURES)
 UNAUDITED = {"ping"}
 EXISTING = {"golden", "node-a"}   # what the world fixture makes; valid calls must not touch it
@@ -161,7 +165,7 @@ def proxy(service, settings):
     """A Pyro4 proxy to the running main server, found as mainclient finds it."""
     pyrosetup.configure(settings)
     with pyrosetup.locate_ns(settings) as ns:
-        uri = ns.lookup(settings.BMI_OBJECT_NAME)
+        uri = pyrosetup.gateways(ns, settings.BMI_OBJECT_NAME)[settings.BMI_GATEWAY]
     with pyrosetup.proxy(uri) as server:
         yield server
 
@@ -189,8 +193,8 @@ def one_line(text):
 @hypothesis.example(argv=["import_image", "evil", ABSENT + "/\udcff"])   # a non-UTF-8 byte in a valid path
 @hypothesis.example(argv=["import_image", "evil", ABSENT + "/a\nb;" + "x" * 4000])
 def test_hostile_argv_is_refused_by_mainclient_and_changes_nothing(service, world, settings, tgtd, proxy, argv):
-    if any(a.startswith(("--ns-host", "--ns-port")) for a in argv):
-        hypothesis.assume(False)   # they pick the name server, they are no names
+    if any(a.startswith(("--ns-host", "--ns-port", "--gateway")) for a in argv):
+        hypothesis.assume(False)   # they pick the name server or the gateway, they are no names
     reading = read_argv(argv)
     valid = reading == "valid"
     if valid:

@@ -79,7 +79,7 @@ def registered(service):
     done = service.client("--json", "ping")   # the client finds it there; then ask the name server itself
     assert done.returncode == 0, done.stderr
     script = ("import config, sys; from bmi import pyrosetup; s = config.Settings(); pyrosetup.configure(s); "
-              "ns = pyrosetup.locate_ns(s); print(ns.lookup(s.BMI_OBJECT_NAME))")
+              "ns = pyrosetup.locate_ns(s); print(pyrosetup.gateways(ns, s.BMI_OBJECT_NAME)[s.BMI_GATEWAY])")
     return service.hosts["mainclient"].run(sys.executable, "-c", script, env=service.env, cwd=config.ROOT,
                                            capture_output=True, text=True, timeout=60).stdout.strip()
 

@@ -110,7 +110,8 @@ def test_fifty_concurrent_clients(service, settings, tgtd, backend, tmp_path, re
     # the listing is exactly what the successes imply
     iqn = {n: "%s:%s" % (settings.BMI_IQN_PREFIX, n) for n in expected_nodes}
     listing = json.loads(service.client("--json", "list_all_images").stdout)
-    assert listing["nodes"] == [{"node": n, "image": "golden", "iqn": iqn[n]} for n in expected_nodes]
+    assert listing["nodes"] == [{"node": n, "image": "golden", "iqn": iqn[n], "gateways": [settings.BMI_GATEWAY]}
+                                for n in expected_nodes]
     assert sorted(i["name"] for i in listing["images"]) == sorted(["golden"] + snapshots)
     assert {i["size_bytes"] for i in listing["images"]} == {GOLDEN_BYTES}
 
@@ -122,13 +123,15 @@ def test_fifty_concurrent_clients(service, settings, tgtd, backend, tmp_path, re
         assert read_lun(lun_url(settings, node), tmp_path / (node + ".raw")) == golden, node
 
     # nothing leaked: no file, disk or rbd image beyond those of the nodes and images above
-    files = {"audit.log", "lock"} | {"nodes/%s.json" % n for n in expected_nodes} | {"boot/%s.ipxe" % n for n in expected_nodes}
+    files = {"audit.log", "lock"} | {"boot/%s.ipxe" % n for n in expected_nodes}
     state = state_of(settings, tgtd)
     if backend == "file":
         files |= {"images/%s.img" % i for i in ["golden"] + snapshots} | {"disks/%s.img" % n for n in expected_nodes}
+        files |= {"nodes/%s.json" % n for n in expected_nodes}
     else:
         images = sorted("node.%s" % n for n in expected_nodes) + sorted("golden/%s" % i for i in ["golden"] + snapshots)
         assert state["rbd"] == images
+        assert state["records"] == ["gateway." + settings.BMI_GATEWAY] + ["node." + n for n in expected_nodes]
         cluster = request.getfixturevalue("ceph_cluster")
         for image in images:   # golden images keep their @base only; node disks keep no snapshot
             snaps = [s["name"] for s in json.loads(cluster.rbd("snap", "ls", "--format", "json", cluster.spec(image)).stdout)]

@@ -31,7 +31,8 @@ def test_provision_exports_the_golden_image_to_a_real_initiator(service, setting
 
     listed = json.loads(service.client("--json", "list_all_images").stdout)
     assert listed == {"images": [{"name": "golden", "size_bytes": len(golden)}],
-                      "nodes": [{"node": "node-a", "image": "golden", "iqn": iqn}]}
+                      "nodes": [{"node": "node-a", "image": "golden", "iqn": iqn, "gateways": [settings.BMI_GATEWAY]}],
+                      "gateways": [{"name": settings.BMI_GATEWAY, "portal": settings.BMI_BOOT_PORTAL, "up": True}]}
 
     done = service.client("create_snapshot", "node-a", "snap")
     assert (done.returncode, done.stdout) == (0, "created golden image snap from node node-a\n")
@@ -46,7 +47,7 @@ def test_provision_json_result(service, settings, tgtd, tmp_path):
     done = service.client("--json", "provision", "golden", "node-a")
     assert json.loads(done.stdout) == {
         "node": "node-a", "image": "golden", "iqn": settings.BMI_IQN_PREFIX + ":node-a",
-        "portal": tgtd.portal, "lun": 1,
+        "portal": tgtd.portal, "lun": 1, "portals": {settings.BMI_GATEWAY: settings.BMI_BOOT_PORTAL}, "down": [],
         "boot_script": os.path.join(settings.BMI_STATE_DIR, "boot", "node-a.ipxe")}
 
 

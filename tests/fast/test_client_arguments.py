@@ -11,19 +11,21 @@ from config import ROOT
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["list_all_images"], ("list_all_images", [], {}, False, {})),
-    (["--json", "provision", "golden", "node-a"], ("provision", ["golden", "node-a"], {}, True, {})),
-    (["provision", "golden", "node-a", "--json"], ("provision", ["golden", "node-a"], {}, True, {})),
-    (["detach_node", "--force", "node-a"], ("detach_node", ["node-a"], {"force": True}, False, {})),
+    (["list_all_images"], ("list_all_images", [], {}, False, {}, None)),
+    (["--json", "provision", "golden", "node-a"], ("provision", ["golden", "node-a"], {}, True, {}, None)),
+    (["provision", "golden", "node-a", "--json"], ("provision", ["golden", "node-a"], {}, True, {}, None)),
+    (["detach_node", "--force", "node-a"], ("detach_node", ["node-a"], {"force": True}, False, {}, None)),
     (["--ns-host=10.0.0.1", "--ns-port", "9100", "ping"],
-     ("ping", [], {}, False, {"BMI_NS_HOST": "10.0.0.1", "BMI_NS_PORT": "9100"})),
-    (["--", "ping"], ("ping", [], {}, False, {})),
-    (["-h"], (None, [], {}, False, {})),
-    (["provision", "--help"], (None, ["provision"], {}, False, {})),
-    (["provision", "-x", "--help"], (None, ["provision"], {}, False, {})),
+     ("ping", [], {}, False, {"BMI_NS_HOST": "10.0.0.1", "BMI_NS_PORT": "9100"}, None)),
+    (["--gateway", "gw-b", "ping"], ("ping", [], {}, False, {}, "gw-b")),
+    (["remove_gateway", "gw-b"], ("remove_gateway", ["gw-b"], {}, False, {}, None)),
+    (["--", "ping"], ("ping", [], {}, False, {}, None)),
+    (["-h"], (None, [], {}, False, {}, None)),
+    (["provision", "--help"], (None, ["provision"], {}, False, {}, None)),
+    (["provision", "-x", "--help"], (None, ["provision"], {}, False, {}, None)),
 ])
 def test_parse(argv, expected):
-    assert mainclient.parse(argv) == expected
+    assert tuple(mainclient.parse(argv)) == expected
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -37,6 +39,7 @@ def test_parse(argv, expected):
     (["detach_node", "--", "-rf"], "invalid node name '-rf'"),
     (["--", "--json", "ping"], "unknown operation '--json'"),
     (["import_image", "golden", "relative.raw"], "invalid path 'relative.raw'"),
+    (["--gateway=GW.1", "ping"], "invalid gateway name 'GW.1'"),
 ])
 def test_usage_errors(argv, message):
     with pytest.raises(mainclient.UsageError, match="^" + message.replace("(", r"\(")):

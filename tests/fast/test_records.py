@@ -1,4 +1,5 @@
-"""Node records: a named type, stored whole or not at all, read back by a restarted server."""
+"""Node records: a named type, kept whole or not at all, read back by a restarted server; changes
+that expect a version the record no longer has are refused."""
 import json
 import os
 import stat
@@ -6,40 +7,56 @@ import stat
 import pytest
 
 from bmi.files import write_private
-from bmi.nodes import READY, Backing, NodeExists, NodeRecord, NodeRecords
+from bmi.nodes import READY, Backing, Changed, NodeExists, NodeRecord
+from bmi.records import FileRecords
 
 
 def a_record(node="node-a", **fields):
     return NodeRecord(node=node, image="golden", iqn="iqn.2026-11.io.bmi-rpc:" + node, chap_user=node,
-                      chap_secret="s3cret-s3cret", **fields)
+                      chap_secret="s3cret-s3cret", gateway="gw-a", **fields)
 
 
-def test_a_record_survives_a_restart_with_its_backing_store(tmp_path):
-    records = NodeRecords(str(tmp_path / "nodes"))
-    records.load()
-    record = a_record()
-    records.add(record)
-    ready = record.changed(state=READY, backing=Backing("rbd", "pool/node.node-a", "conf=/c;id=bmi"))
-    records.save(ready)
-    again = NodeRecords(str(tmp_path / "nodes"))
+@pytest.fixture
+def records(tmp_path):
+    store = FileRecords(str(tmp_path / "nodes"))
+    store.load()
+    return store
+
+
+def test_a_record_survives_a_restart_with_its_backing_store(records, tmp_path):
+    added = records.add(a_record())
+    ready = records.save(added.changed(state=READY, gateway=None, backing=Backing("rbd", "pool/node.node-a",
+                                                                                   "conf=/c;id=bmi")))
+    again = FileRecords(str(tmp_path / "nodes"))
     again.load()
     assert again.all() == [ready] and again.get("node-a").backing.bstype == "rbd"
     path = tmp_path / "nodes" / "node-a.json"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600   # it holds the CHAP secret
-    assert json.loads(path.read_text())["schema"] == NodeRecord.SCHEMA
+    stored = json.loads(path.read_text())
+    assert stored["schema"] == NodeRecord.SCHEMA and "version" not in stored
 
 
-def test_a_second_record_of_a_node_is_refused(tmp_path):
-    records = NodeRecords(str(tmp_path))
-    records.load()
+def test_a_second_record_of_a_node_is_refused(records):
     records.add(a_record())
+    with pytest.raises(NodeExists, match="node node-a is being provisioned by gateway gw-a"):
+        records.add(a_record())
+    records.save(records.get("node-a").changed(state=READY))
     with pytest.raises(NodeExists, match="node node-a is already provisioned"):
         records.add(a_record())
 
 
-def test_a_record_that_cannot_be_written_leaves_nothing(tmp_path):
-    records = NodeRecords(str(tmp_path / "nodes"))
-    records.load()
+def test_a_change_from_an_old_version_is_refused(records):
+    added = records.add(a_record())
+    records.save(added.changed(state=READY))
+    with pytest.raises(Changed):
+        records.save(added.changed(state="detaching"))
+    with pytest.raises(Changed):
+        records.delete(added)
+    records.delete(records.get("node-a"))
+    assert records.all() == []
+
+
+def test_a_record_that_cannot_be_written_leaves_nothing(records, tmp_path):
     os.rmdir(tmp_path / "nodes")   # the record cannot be written there now
     with pytest.raises(OSError, match="cannot write .*node-a.json"):
         records.add(a_record())
@@ -49,18 +66,13 @@ def test_a_record_that_cannot_be_written_leaves_nothing(tmp_path):
 def test_a_record_of_another_schema_is_refused_by_name(tmp_path):
     (tmp_path / "node-a.json").write_text(json.dumps({"node": "node-a", "schema": 99}))
     with pytest.raises(ValueError, match="node-a.json: node record of schema 99; this server reads schema 1"):
-        NodeRecords(str(tmp_path)).load()
+        FileRecords(str(tmp_path)).load()
 
 
-def test_delete_and_partial_files_a_crash_left(tmp_path):
-    records = NodeRecords(str(tmp_path))
+def test_partial_files_a_crash_left_are_removed(tmp_path):
     (tmp_path / ".node-b.json.x1y2.partial").write_text("{")
-    records.load()
+    FileRecords(str(tmp_path)).load()
     assert os.listdir(tmp_path) == []
-    records.add(a_record())
-    records.delete("node-a")
-    records.delete("node-a")   # gone already is fine
-    assert records.all() == [] and os.listdir(tmp_path) == []
 
 
 def test_write_private_replaces_whole_or_links_only_a_new_file(tmp_path):

@@ -60,7 +60,7 @@ def test_scripts_get_only_the_settings_they_read():
     settings = config.Settings()
     assert set(runner.Script("storage", "file", settings).env) == {"PATH", "LC_ALL", "BMI_STATE_DIR"}
     assert set(runner.Script("storage", "rbd", settings).env) == {
-        "PATH", "LC_ALL", "BMI_CEPH_CONF", "BMI_CEPH_ID", "BMI_CEPH_POOL"}
+        "PATH", "LC_ALL", "BMI_CEPH_CONF", "BMI_CEPH_ID", "BMI_CEPH_POOL", "BMI_GATEWAY"}
     assert set(runner.Script("target", "tgt", settings).env) == {"PATH", "LC_ALL", "BMI_TGT_CONTROL_PORT"}
 
 
