@@ -153,14 +153,20 @@ class MainServer:
                 chap_secret=secrets.token_urlsafe(12), gateway=self._gateways.name))   # a crash is undone from here on
             try:
                 record = record.changed(backing=self._storage.clone(image, node))
-                self._target.create(record.iqn, record.backing, record.chap_user, record.chap_secret)
-                self._boot_scripts.write(record, self._portals())
-                record = self._records.save(record.changed(state=READY, gateway=None))   # else it stays unready
+                record = self._records.save(record.changed(state=READY, gateway=None))   # any gateway may export it
             except Exception:
                 self._undo(record)
                 raise
-        others = self._gateways.ask_the_others("sync_node", node)
-        return self._describe(record, {name: answer and answer["exported"] for name, answer in others.items()})
+            others = self._gateways.ask_the_others_meanwhile("sync_node", node)   # they export it meanwhile
+            try:
+                self._target.create(record.iqn, record.backing, record.chap_user, record.chap_secret)
+                self._boot_scripts.write(record, self._portals())
+            except Exception:
+                others()   # then take it back there too
+                self._unprovision(record)
+                raise
+            answers = others()
+        return self._describe(record, {name: answer and answer["exported"] for name, answer in answers.items()})
 
     @Pyro4.expose
     @audited
@@ -419,6 +425,16 @@ class MainServer:
         self._boot_scripts.remove(record.node)
         self._storage.remove(record.node)
         self._records.delete(record)
+
+    def _unprovision(self, record):
+        """Take back a provision whose record is ready already: as a detach does, at every gateway."""
+        try:
+            detaching = self._records.save(record.changed(state=DETACHING, gateway=self._gateways.name))
+            self._gateways.ask_the_others("sync_node", record.node)
+            self._take_away(detaching)
+        except Exception as err:   # the caller reports the first failure; reconciling retries this
+            self._unfinished.add(record.node)
+            log.error("cannot undo the provisioning of %s yet: %s", record.node, err)
 
     def _undo(self, record):
         try:

@@ -18,7 +18,7 @@ import time
 
 import config
 from bmi import pyrosetup
-from benchmarks import gateways
+from benchmarks import datapath, gateways
 from config import ROOT
 from mainserver import MainServer
 from testkit.daemons import CephCluster, Tgtd, free_port
@@ -35,6 +35,11 @@ TARGETS = {   # name: (figure, limit, what the issue asks)
     "server_peak_mb": ("main server peak resident memory, MB", 100.0, "under"),
     "import_vs_floor": ("import_image of 2 GiB random / its qemu-img convert alone", 1.15, "at most"),
     "two_gateways_vs_one": ("provision with two gateways / with one (rbd)", 1.5, "at most"),
+    "file_seq_read": ("file: sequential read, iSCSI / direct, cold cache", 0.7, "at least"),
+    "rbd_seq_read": ("rbd: sequential read, iSCSI / qemu's librbd", 0.85, "at least"),
+    "rbd_rand_read_qd16": ("rbd: 4 KiB read at QD16, iSCSI / qemu's librbd", 0.6, "at least"),
+    "rbd_idle_mb_per_node": ("rbd: tgtd's memory for an idle exported node, MB", 1.0, "at most"),
+    "rbd_idle_threads_per_node": ("rbd: tgtd's threads for an idle exported node", 8, "at most"),
 }
 
 
@@ -270,12 +275,14 @@ def run_backend(backend, nodes, workdir, cluster, groups):
             bench.detach_all()
         if "import" in groups:
             figures["import"] = bench.import_throughput()
+        if "datapath" in groups:
+            figures["datapath"] = datapath.run(bench, workdir)
     finally:
         bench.stop()
     return figures
 
 
-def verdicts(figures, nodes):
+def verdicts(figures, nodes, backend):
     ratio = lambda a, b: a / b  # noqa: E731
     found = {}
     if "provision" in figures:
@@ -290,6 +297,15 @@ def verdicts(figures, nodes):
         })
     if "import" in figures:
         found["import_vs_floor"] = figures["import"]["ratios"]["median"]   # pair by pair: the machine drifts
+    if "datapath" in figures:
+        ratios = figures["datapath"]["ratios"]
+        if backend == "file":
+            found["file_seq_read"] = ratios["seq_read"]["ratio"]
+        else:
+            found.update({"rbd_seq_read": ratios["seq_read"]["ratio"],
+                          "rbd_rand_read_qd16": ratios["rand_read_qd16"]["ratio"],
+                          "rbd_idle_mb_per_node": figures["datapath"]["idle"]["mb_per_node"],
+                          "rbd_idle_threads_per_node": figures["datapath"]["idle"]["threads_per_node"]})
     if "gateways" in figures:
         found["two_gateways_vs_one"] = ratio(figures["gateways"]["provision_two_gateways_s"],
                                              figures["gateways"]["provision_one_gateway_s"])
@@ -306,6 +322,13 @@ def table(results):
         if backend not in results:
             continue
         f = results[backend]["figures"]
+        if "datapath" in f:
+            d = f["datapath"]
+            lines.append("%s: through iSCSI / directly (speed; median of %d pairs): %s" % (
+                backend, datapath.PAIRS, ", ".join("%s %.2f" % (name, r["ratio"]) for name, r in d["ratios"].items())))
+            lines.append("%s: an idle exported node costs tgtd %.1f threads and %.2f MB; boot storm, s: %s" % (
+                backend, d["idle"]["threads_per_node"], d["idle"]["mb_per_node"],
+                ", ".join("%s at once %s" % (n, "%.1f" % t if t else "failed") for n, t in d["boot_storm"].items())))
         if "gateways" in f:
             g = f["gateways"]
             lines.append("%s: provision median %.1f ms with one gateway, %.1f ms with two" % (
@@ -346,9 +369,9 @@ def main():
     parser.add_argument("--backend", choices=["file", "rbd", "both"], default="both")
     parser.add_argument("--nodes", type=int, default=500, help="largest number of nodes for the scaling figure")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results.json"))
-    parser.add_argument("--figures", default="control,import,gateways",
+    parser.add_argument("--figures", default="control,import,gateways,datapath",
                         help="which groups of figures: control (RPC, provisions, scaling, memory), import, "
-                             "gateways (rbd)")
+                             "gateways (rbd), datapath")
     args = parser.parse_args()
     groups = set(args.figures.split(","))
     results = {}
@@ -361,7 +384,7 @@ def main():
                 if backend == "rbd" and "gateways" in groups:
                     os.makedirs(os.path.join(workdir, "gateways"))
                     figures["gateways"] = gateways.run(cluster.settings, os.path.join(workdir, "gateways"), args.nodes)
-                results[backend] = {"figures": figures, "verdicts": verdicts(figures, args.nodes)}
+                results[backend] = {"figures": figures, "verdicts": verdicts(figures, args.nodes, backend)}
         finally:
             if cluster:
                 cluster.stop()

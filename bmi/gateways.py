@@ -28,12 +28,21 @@ class Gateways:
     def ask_the_others(self, method, *args):
         """{gateway name: its answer to method(*args), or None if it did not answer}, of every other
         gateway, asked at once."""
+        return self.ask_the_others_meanwhile(method, *args)()
+
+    def ask_the_others_meanwhile(self, method, *args):
+        """Ask as ask_the_others does, in the background; return the function that waits for the
+        answers and returns them."""
         others = [gateway for gateway in self.all() if gateway.name != self.name]
         if not others:
-            return {}
-        with concurrent.futures.ThreadPoolExecutor(len(others)) as pool:
-            answers = {gateway.name: pool.submit(self._ask, gateway, method, args) for gateway in others}
-        return {name: answer.result() for name, answer in answers.items()}
+            return dict
+        pool = concurrent.futures.ThreadPoolExecutor(len(others))
+        asked = {gateway.name: pool.submit(self._ask, gateway, method, args) for gateway in others}
+        pool.shutdown(wait=False)
+
+        def answers():
+            return {name: answer.result() for name, answer in asked.items()}
+        return answers
 
     @staticmethod
     def _ask(gateway, method, args):

@@ -13,14 +13,18 @@ class Target:
         self._run = runner.Script("target", "tgt", settings)
         self._control_port = settings.BMI_TGT_CONTROL_PORT
         self._lock = threading.Lock()
-        self._tids = {}   # iqn -> tid, of the targets made here or found in tgtd
+        self._tids = {}         # iqn -> tid, of the targets made here or found in tgtd
+        self._partial = set()   # iqns of targets a killed create left half made, as tgtd last listed them
 
     def create(self, iqn, backing, chap_user, chap_secret):
         """Export backing (a nodes.Backing) as LUN 1 of target iqn, behind the CHAP account."""
         with self._lock:
             tid = self._tids.get(iqn) or min(set(range(1, len(self._tids) + 2)) - set(self._tids.values()))
             self._tids[iqn] = tid   # a target that tgtd lost gets its old tid back
+            partial = iqn in self._partial
         try:
+            if partial:   # made again from the start
+                self._run("delete", str(tid), chap_user, "--force")
             self._run("create", str(tid), iqn, backing.bstype, backing.path, backing.bsopts, chap_user, chap_secret)
         except runner.CommandFailed as err:
             raise runner.CommandFailed("cannot export %s: %s" % (iqn, err)) from None
@@ -41,14 +45,17 @@ class Target:
         return self._ask("connections", str(tid)).split() if tid else []
 
     def exported(self):
-        """The IQNs of every target tgtd has now."""
-        found = {}
+        """The IQNs of every whole target tgtd has now."""
+        found, partial = {}, set()
         for line in self._ask("list").splitlines():
-            tid, iqn = line.split(" ", 1)
+            tid, iqn, state = line.split(" ")
             found[iqn] = int(tid)
+            if state == "partial":
+                partial.add(iqn)
         with self._lock:
             self._tids.update(found)
-        return set(found)
+            self._partial = partial
+        return set(found) - partial
 
     def _tid(self, iqn):
         with self._lock:
