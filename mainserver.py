@@ -1,18 +1,15 @@
 """bmi-rpc main server: the MainServer object, served through Pyro4 and registered with the name server."""
-import functools
 import logging
 import os
-import queue
 import secrets
 import sys
 import threading
-import time
 
 import Pyro4
 
 import config
 from bmi import logs, names, progress, pyrosetup, runner
-from bmi.audit import AuditLog
+from bmi.audit import AuditLog, audited
 from bmi.bootscripts import BootScripts
 from bmi.locks import HeldElsewhere, NamedLocks, hold_lock_file
 from bmi.logs import RecurringProblem
@@ -25,7 +22,6 @@ from bmi.target import Target
 log = logging.getLogger("bmi.mainserver")
 OPERATIONS = ("import_image", "provision", "detach_node", "create_snapshot", "delete_image", "list_all_images",
               "remove_gateway")
-HEARTBEAT_SECONDS = 1.0   # how often follow says how far an operation got, moved or not
 TGT_LOCK = "/run/lock/bmi-rpc-tgtd-%d.lock"   # one main server drives a tgtd (its control port)
 
 
@@ -34,33 +30,6 @@ def warn_of_a_boot_portal_nodes_cannot_reach(portal):
     if host in ("localhost", "0.0.0.0", "::", "::1") or host.startswith("127."):
         log.warning("boot scripts send nodes to %s, which no node can reach: set BMI_BOOT_PORTAL to the "
                     "address:port at which nodes reach this host's tgtd", portal)
-
-
-def audited(operation):
-    """Write every call of operation to the audit log: time, caller, arguments, outcome, duration.
-    Errors leave as the built-in types Pyro4 rebuilds at the client."""
-    @functools.wraps(operation)
-    def call(self, /, *args, **kwargs):   # "/": a keyword named self is refused, and audited, too
-        started = time.monotonic()
-        try:
-            result = operation(self, *args, **kwargs)
-        except Exception as err:
-            plain = _plain(err)
-            self._audit(operation.__name__, args, kwargs, "%s: %s" % (type(plain).__name__, plain), started)
-            raise plain from None
-        self._audit(operation.__name__, args, kwargs, "ok", started)
-        return result
-    return call
-
-
-def _plain(err):
-    for kind in (ValueError, TypeError, RuntimeError):
-        if type(err) is kind:
-            return err
-    for kind in (ValueError, TypeError):
-        if isinstance(err, kind):
-            return kind(str(err))
-    return RuntimeError(err.strerror if isinstance(err, OSError) and err.strerror else str(err))
 
 
 class MainServer:
@@ -81,10 +50,12 @@ class MainServer:
         self._records = records_for(self.settings)
         self._gateways = Gateways(self._records, self.settings.BMI_GATEWAY)
         self._boot_scripts = BootScripts(os.path.join(state, "boot"))
-        self._audit_log = AuditLog(self.settings.BMI_AUDIT_LOG)
+        self.audit_log = AuditLog(self.settings.BMI_AUDIT_LOG)   # written by @audited
         self._locks = NamedLocks()
         self._lock_files = []      # held while the server runs: its state directory and its tgtd are its own
-        self._unfinished = set()   # nodes a crash of this gateway left half done, for reconciling to finish
+        # Nodes a crash or a failure of this gateway left half done, for reconciling to finish: each with
+        # the ready record of a provision that was reported failed (take it away while it is that), or None.
+        self._unfinished = {}
         self._boot_portals = None  # every gateway's, as this gateway's boot scripts name them
 
     def claim(self):
@@ -106,12 +77,13 @@ class MainServer:
         if not self._lock_files:
             self.claim()
         warn_of_a_boot_portal_nodes_cannot_reach(self.settings.BMI_BOOT_PORTAL)
-        self._audit_log.open()
+        self.audit_log.open()
         self._boot_scripts.open()
         self._records.load()
         self._records.put_gateway(GatewayRecord(self._gateways.name, self.settings.BMI_ISCSI_PORTAL,
                                                 self.settings.BMI_BOOT_PORTAL, str(self.uri) if self.uri else None))
-        self._unfinished = {r.node for r in self._records.all() if r.state != READY and r.gateway == self._gateways.name}
+        self._unfinished = {r.node: None for r in self._records.all()
+                            if r.state != READY and r.gateway == self._gateways.name}
         leftovers = []
         try:
             leftovers = self._storage.clean()   # before any operation: no copy of this gateway runs yet
@@ -122,7 +94,7 @@ class MainServer:
         return self
 
     def close(self):
-        self._audit_log.close()
+        self.audit_log.close()
         self._records.close()
         while self._lock_files:
             os.close(self._lock_files.pop())
@@ -277,31 +249,13 @@ class MainServer:
             raise ValueError("unknown operation %r: one of %s" % (operation, ", ".join(OPERATIONS)))
         if not isinstance(arguments, (list, tuple)) or not isinstance(options, dict):
             raise TypeError("arguments must be a list and options a dict")
-        events = queue.Queue()
         caller = getattr(Pyro4.current_context, "client_sock_addr", None)
 
-        def run():
+        def call():
             Pyro4.current_context.client_sock_addr = caller   # the audit log names the real caller
-            with progress.reported_to(lambda done, total: events.put(("progress", (done, total)))):
-                try:
-                    events.put(("result", getattr(self, operation)(*arguments, **options)))
-                except Exception as err:
-                    events.put(("error", err))
+            return getattr(self, operation)(*arguments, **options)
 
-        threading.Thread(target=run, name="follow " + operation, daemon=True).start()
-        last = None
-        while True:
-            try:
-                kind, value = events.get(timeout=HEARTBEAT_SECONDS)
-            except queue.Empty:
-                kind, value = "progress", last
-            if kind == "result":
-                yield {"result": value}
-                return
-            if kind == "error":
-                raise value
-            last = value
-            yield {"progress": {"done": value[0], "total": value[1]} if value else None}
+        yield from progress.follow(call, "follow " + operation)
 
     def keep_targets_exported(self, stop):
         """Until stop is set, keep this gateway's exports in line with the records: give back any
@@ -329,10 +283,6 @@ class MainServer:
                     self._storage.clean_image(image)
                 except Exception as err:
                     log.error("cannot remove what a killed copy left of image %s: %s", image, err)
-
-    def _audit(self, operation, args, kwargs, outcome, started):
-        self._audit_log.write(operation, args, kwargs, outcome, time.monotonic() - started,
-                              getattr(Pyro4.current_context, "client_sock_addr", None))
 
     def _ready_record(self, node):
         record = self._records.get(node)
@@ -413,7 +363,7 @@ class MainServer:
                 self._target.create(detaching.iqn, detaching.backing, detaching.chap_user, detaching.chap_secret)
             self._records.save(detaching.changed(state=READY, gateway=None))
         except Exception as again:
-            self._unfinished.add(detaching.node)
+            self._unfinished[detaching.node] = None
             raise RuntimeError("%s; node %s is half taken away, and could not be given back (%s): the server "
                                "finishes taking it away" % (err, detaching.node, again)) from None
         self._gateways.ask_the_others("sync_node", detaching.node)
@@ -426,22 +376,29 @@ class MainServer:
         self._storage.remove(record.node)
         self._records.delete(record)
 
+    def _take_back(self, record):
+        """Take away a node whose record is ready: as a detach does, at every gateway."""
+        detaching = self._records.save(record.changed(state=DETACHING, gateway=self._gateways.name))
+        self._gateways.ask_the_others("sync_node", record.node)
+        self._take_away(detaching)
+
     def _unprovision(self, record):
-        """Take back a provision whose record is ready already: as a detach does, at every gateway."""
+        """Take back a provision whose record is ready already, which the reply will say failed."""
         try:
-            detaching = self._records.save(record.changed(state=DETACHING, gateway=self._gateways.name))
-            self._gateways.ask_the_others("sync_node", record.node)
-            self._take_away(detaching)
-        except Exception as err:   # the caller reports the first failure; reconciling retries this
-            self._unfinished.add(record.node)
-            log.error("cannot undo the provisioning of %s yet: %s", record.node, err)
+            self._take_back(record)
+        except Exception as err:
+            self._finish_later(record.node, err, failed=record)
 
     def _undo(self, record):
         try:
             self._take_away(record)
-        except Exception as err:   # the caller reports the first failure; reconciling retries this
-            self._unfinished.add(record.node)
-            log.error("cannot undo the provisioning of %s yet: %s", record.node, err)
+        except Exception as err:
+            self._finish_later(record.node, err)
+
+    def _finish_later(self, node, err, failed=None):
+        """Leave undoing a failed provision to reconciling; the caller reports its first failure."""
+        self._unfinished[node] = failed
+        log.error("cannot undo the provisioning of %s yet: %s", node, err)
 
     def _reconcile(self):
         """Finish taking away what a crash of this gateway left half done, and bring every export and
@@ -450,13 +407,16 @@ class MainServer:
         self._bring_exports_in_line()
 
     def _finish_unfinished(self):
-        for node in sorted(self._unfinished):
+        for node, failed in sorted(self._unfinished.items()):
             with self._locks.hold("node:" + node):
                 record = self._records.get(node)
-                if record is not None and record.state != READY and record.gateway == self._gateways.name:
+                if record is not None and record == failed:   # even the record could not be changed then
+                    log.info("%s's provisioning failed: taking it away", node)
+                    self._take_back(record)
+                elif record is not None and record.state != READY and record.gateway == self._gateways.name:
                     log.info("%s was left %s: taking it away", node, record.state)
                     self._take_away(record)
-                self._unfinished.discard(node)
+                del self._unfinished[node]
 
     def _bring_exports_in_line(self):
         portals = self._portals()

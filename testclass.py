@@ -11,7 +11,7 @@ import pytest
 
 
 from bmi import runner
-from bmi.nodes import PROVISIONING
+from bmi.nodes import DETACHING, PROVISIONING
 from bmi.records import records_for
 from mainserver import MainServer
 from testkit.daemons import wait_until
@@ -209,6 +209,29 @@ def test_a_failed_target_creation_leaves_nothing_behind(server, settings, golden
     with pytest.raises(RuntimeError, match="^cannot export .*:node-a: tgtd is not running"):
         server.provision("golden", "node-a")
     tgtd.start()
+    assert state_of(settings, tgtd) == before
+    assert server.list_all_images()["nodes"] == []
+
+
+def test_a_failed_provision_is_taken_back_even_if_its_record_could_not_be_changed_then(server, settings, golden, tgtd,
+                                                                                       monkeypatch):
+    """The target fails, and so does marking the ready record detaching (the records out of reach for
+    a moment): reconciling takes the node away, rather than export what the reply said failed."""
+    before = state_of(settings, tgtd)
+    save = server._records.save
+
+    def save_unless_detaching(record):
+        if record.state == DETACHING:
+            raise RuntimeError("the records are out of reach")
+        return save(record)
+
+    monkeypatch.setattr(server._records, "save", save_unless_detaching)
+    tgtd.stop()
+    with pytest.raises(RuntimeError, match="tgtd is not running"):
+        server.provision("golden", "node-a")
+    tgtd.start()
+    monkeypatch.undo()
+    server._reconcile()
     assert state_of(settings, tgtd) == before
     assert server.list_all_images()["nodes"] == []
 

@@ -271,9 +271,9 @@ def test_hostile_proxy_calls_are_refused_before_any_script_runs(service, world, 
 
 # --- what is not exposed, and serializers that build objects -----------------------------------
 
-PRIVATE = ["_storage", "_target", "_records", "_take_away", "_detach", "_undo", "_reconcile", "_audit", "_pyroDaemon",
+PRIVATE = ["_storage", "_target", "_records", "_take_away", "_detach", "_undo", "_reconcile", "_pyroDaemon",
            "_pyroHmacKey", "__init__", "__class__", "__reduce__", "__module__"]
-UNEXPOSED = ["keep_targets_exported", "settings", "__dict__"]
+UNEXPOSED = ["keep_targets_exported", "settings", "audit_log", "__dict__"]
 
 
 @pytest.mark.parametrize("name", PRIVATE + UNEXPOSED)
