@@ -9,6 +9,8 @@ import re
 import socket
 import sys
 
+from bmi import names
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -118,7 +120,7 @@ SETTINGS = {setting.name: setting for setting in [
     Setting("BMI_SERVER_ADVERTISE", "", advertised,
             "HOST[:PORT] the main server registers with the name server (empty: its listening address; "
             "on all interfaces, that of the interface that reaches the name server)"),
-    Setting("BMI_GATEWAY", socket.gethostname().split(".")[0].lower(), pattern(r"[a-z0-9][a-z0-9-]{0,31}",
+    Setting("BMI_GATEWAY", socket.gethostname().split(".")[0].lower(), pattern(names.GATEWAY_FORM,
             "lower-case letters, digits and '-', at most 32"), "this main server's name among the service's gateways"),
     Setting("BMI_OBJECT_NAME", "bmi.mainserver", pattern(r"[A-Za-z0-9._-]+", "letters, digits, '.', '_' or '-'"),
             "name the main server registers under with the name server"),

@@ -7,7 +7,6 @@ saving and deleting hold only if the record is still the version read (else Chan
 read is fresh.
 """
 import os
-import re
 import threading
 
 from bmi import runner
@@ -16,10 +15,9 @@ from bmi.nodes import Changed, GatewayRecord, NodeExists, NodeRecord
 
 
 def records_for(settings):
-    with open(os.path.join(runner.SCRIPTS, "storage", settings.BMI_BACKEND)) as f:
-        declared = re.search(r"^# records: (\S+)", f.read(), re.MULTILINE)
-    if declared:
-        return RadosRecords(runner.Helper("records", declared.group(1), settings))
+    helper = runner.declared(os.path.join(runner.SCRIPTS, "storage", settings.BMI_BACKEND), "records")[:1]
+    if helper:
+        return RadosRecords(runner.Helper("records", helper[0], settings))
     return FileRecords(os.path.join(settings.BMI_STATE_DIR, "nodes"))
 
 

@@ -49,11 +49,15 @@ def _text(data):
     return data.decode(errors="backslashreplace")   # a hostile path in a message is no crash
 
 
+def _one_line(text):
+    """What a command said, as one line, as the client prints it."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _answer(args, proc, out, err):
     if proc.returncode != 0:
-        # one line, as the client prints it
-        detail = "; ".join(line.strip() for line in (err or out).splitlines() if line.strip())
-        raise CommandFailed(detail or "%s failed with exit code %d" % (os.path.basename(args[0]), proc.returncode))
+        raise CommandFailed(_one_line(err or out) or "%s failed with exit code %d"
+                            % (os.path.basename(args[0]), proc.returncode))
     return out
 
 
@@ -104,7 +108,13 @@ def run_copy(args, stall, env=None):
 
 
 SCRIPTS = os.path.join(ROOT, "scripts")
-_SETTINGS_LINE = re.compile(r"^# settings:(.*)$", re.MULTILINE)
+
+
+def declared(path, what):
+    """The words of the script path's "# WHAT: ..." line (scripts/README), or [] if it has none."""
+    with open(path) as f:
+        line = re.search(r"^# %s:(.*)$" % re.escape(what), f.read(), re.MULTILINE)
+    return line.group(1).split() if line else []
 
 
 class Script:
@@ -113,9 +123,7 @@ class Script:
 
     def __init__(self, kind, name, settings):
         self.path = os.path.join(SCRIPTS, kind, name)
-        with open(self.path) as f:
-            declared = _SETTINGS_LINE.search(f.read())
-        names = declared.group(1).split() if declared else []
+        names = declared(self.path, "settings")
         self.timeout = settings.BMI_SCRIPT_TIMEOUT
         self.stall = settings.BMI_STALL_TIMEOUT
         self.env = dict(BASE_ENVIRONMENT, **settings.environment(names))
@@ -172,5 +180,4 @@ class Helper:
         if proc.poll() is None:   # late
             _stop(proc)
             raise CommandFailed("no answer within %g s (BMI_SCRIPT_TIMEOUT)" % self._script.timeout)
-        said = "; ".join(line.strip() for line in _text(proc.stderr.read()).splitlines() if line.strip())
-        raise CommandFailed(said or "%s ended" % os.path.basename(self._script.path))
+        raise CommandFailed(_one_line(_text(proc.stderr.read())) or "%s ended" % os.path.basename(self._script.path))
