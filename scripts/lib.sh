@@ -65,9 +65,17 @@ report_progress() {
     done
 }
 
-# convert_image TARGET: copy the image open_image opened into TARGET (a file, or an rbd: target),
-# as raw, with progress; sparse: runs of zeros are not written; on disk when it ends (-t writeback
-# flushes at the end: qemu-img's own default, unsafe, never does).
+# convert FORMAT SOURCE TARGET SIZE WHAT: copy SOURCE (a disk image in FORMAT, SIZE bytes) into
+# TARGET (a file, or an rbd: target), as raw, with progress; sparse: runs of zeros are not written;
+# on disk when it ends (-t writeback flushes at the end: qemu-img's own default, unsafe, never
+# does). A failure is one line naming WHAT was being written (a full disk, say), not qemu-img.
+convert() {
+    local said
+    { said=$(qemu-img convert -p -t writeback -f "$1" -O raw -- "$2" "$3" 2>&1 >&4 4>&-); } 4> >(report_progress "$4") ||
+        die "cannot write $5: ${said#qemu-img: }"
+}
+
+# convert_image TARGET WHAT: convert the image open_image opened.
 convert_image() {
-    qemu-img convert -p -t writeback -f "$image_format" -O raw -- /dev/fd/3 "$1" | report_progress "$image_size"
+    convert "$image_format" /dev/fd/3 "$1" "$image_size" "$2"
 }

@@ -216,6 +216,19 @@ def test_a_hanging_script_times_out_and_the_provision_is_taken_back(impatient_se
 # 5. A full disk
 
 
+@pytest.mark.parametrize("backend", ["file"], indirect=True)
+def test_an_import_that_does_not_fit_names_where_and_leaves_nothing(small_service, settings, tgtd, tmp_path):
+    """The file backend keeps golden images in the state directory, here a 3 MiB tmpfs."""
+    make_image_file(tmp_path / "big.raw", 8 * MiB)
+    before = state_of(settings, tgtd)
+    done = small_service.client("import_image", "big", str(tmp_path / "big.raw"))
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    assert done.stderr.startswith("mainclient: import_image failed: cannot write image big in %s/images: "
+                                  % settings.BMI_STATE_DIR) and done.stderr.endswith("No space left on device\n")
+    assert done.stderr.count("\n") == 1 and "qemu-img" not in done.stderr, done.stderr
+    assert state_of(settings, tgtd) == before   # no partial file left
+
+
 def test_a_full_state_directory_fails_provision_cleanly_and_the_service_goes_on(small_service, settings, tgtd,
                                                                                  tmp_path):
     golden = import_golden(small_service, tmp_path)
@@ -236,6 +249,8 @@ def test_a_full_state_directory_fails_provision_cleanly_and_the_service_goes_on(
         done = small_service.client("provision", "golden", node)
     assert (done.returncode, done.stdout, done.stderr.count("\n")) == (1, "", 1), done.stderr
     assert done.stderr.startswith("mainclient: provision failed: ") and "No space left on device" in done.stderr
+    if settings.BMI_BACKEND == "file":   # the copy that did not fit names where it went
+        assert "cannot write a disk of node %s in %s/disks: " % (node, settings.BMI_STATE_DIR) in done.stderr
     # nothing half written: no partial file, no record of the node, no target, no disk
     assert state_of(settings, tgtd) == before
 
