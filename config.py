@@ -9,9 +9,14 @@ import re
 import socket
 import sys
 
-from bmi import names
-
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# What names may be (bmi/names.py checks them; the settings below take them too)
+IMAGE_FORM = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+NODE_MAX_LENGTH = 63
+NODE_FORM = "^[a-z0-9][a-z0-9.-]{0,%d}$" % (NODE_MAX_LENGTH - 1)   # becomes part of an IQN, which is lower case
+IQN_MAX_BYTES = 223   # RFC 3720, 3.2.6.1: PREFIX:NODE must fit
+GATEWAY_FORM = "^[a-z0-9][a-z0-9-]{0,31}$"   # part of object names in RADOS and the name server
 
 
 # --- checks: each takes the text of a value and returns the value, or raises ValueError --------
@@ -39,14 +44,46 @@ def integer(low, high=None):
     return check
 
 
+MAX_SECONDS = 86400   # a day: each becomes a time limit of a socket, a lock or epoll (at most ~24.8 days)
+
+
 def seconds(value):
-    try:
-        number = float(value)
-    except ValueError:
-        number = 0.0
-    if not number > 0:
-        raise ValueError("must be a number of seconds above 0")
+    """Seconds written out as a plain decimal number, read literally: no inf, nan, exponent or
+    underscore, which float() would take; above 0 and at most MAX_SECONDS."""
+    number = float(value) if re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", value) else 0.0
+    if not 0 < number <= MAX_SECONDS:
+        raise ValueError("must be a number of seconds above 0 and at most %d (a day)" % MAX_SECONDS)
     return number
+
+
+UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50, "E": 1 << 60}
+MAX_SIZE = 1 << 62   # 4 EiB: the scripts compare sizes in bash, whose numbers are signed 64-bit
+
+
+def size(value):
+    """A size in bytes: a whole number, or a number with a binary unit (K or KiB, ... E or EiB; B alone
+    for bytes). Decimal units (KB, TB) are refused: they would be read as one thing or the other."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?) ?(?:([KMGTPE])(?:iB)?|B)?", value)
+    number = None
+    if match and (match.group(2) or "." not in match.group(1)):
+        number = int(float(match.group(1)) * UNITS[match.group(2) or ""])
+        if "." in match.group(1) and float(match.group(1)) * UNITS[match.group(2)] != number:
+            number = None   # not a whole number of bytes
+    if number is None or not 512 <= number <= MAX_SIZE:
+        raise ValueError("must be a size in bytes from 512 to 4 EiB, as a whole number or with a binary unit "
+                         "(16TiB, 500 GiB, 2G)")
+    return number
+
+
+def iqn_prefix(value):
+    """The IQN prefix: PREFIX:NODE, with the longest node name, must stay within RFC 3720's 223 bytes."""
+    if not re.fullmatch(r"iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9][a-z0-9.-]*", value):
+        raise ValueError("must be iqn.YYYY-MM.reversed.domain, in lower case")
+    room = IQN_MAX_BYTES - 1 - NODE_MAX_LENGTH
+    if len(value.encode()) > room:
+        raise ValueError("must be at most %d bytes, so that PREFIX:NODE with the longest node name (%d) stays within "
+                         "an IQN's %d bytes" % (room, NODE_MAX_LENGTH, IQN_MAX_BYTES))
+    return value
 
 
 port = integer(1, 65535)
@@ -120,7 +157,7 @@ SETTINGS = {setting.name: setting for setting in [
     Setting("BMI_SERVER_ADVERTISE", "", advertised,
             "HOST[:PORT] the main server registers with the name server (empty: its listening address; "
             "on all interfaces, that of the interface that reaches the name server)"),
-    Setting("BMI_GATEWAY", socket.gethostname().split(".")[0].lower(), pattern(names.GATEWAY_FORM,
+    Setting("BMI_GATEWAY", socket.gethostname().split(".")[0].lower(), pattern(GATEWAY_FORM,
             "lower-case letters, digits and '-', at most 32"), "this main server's name among the service's gateways"),
     Setting("BMI_OBJECT_NAME", "bmi.mainserver", pattern(r"[A-Za-z0-9._-]+", "letters, digits, '.', '_' or '-'"),
             "name the main server registers under with the name server"),
@@ -137,21 +174,38 @@ SETTINGS = {setting.name: setting for setting in [
     Setting("BMI_SCRIPT_TIMEOUT", "120", seconds, "seconds a quick storage or target command may run"),
     Setting("BMI_STALL_TIMEOUT", "120", seconds,
             "seconds a copy (import, snapshot, a clone that copies) may go without progress"),
+    Setting("BMI_IMAGE_SIZE_CAP", "16TiB", size,
+            "the largest virtual size of an image import_image takes (bytes, or with a unit: 16TiB, 500GiB)"),
     Setting("BMI_CLIENT_TIMEOUT", "30", seconds,
             "seconds the client waits for an answer of the servers (a long operation's progress counts)"),
     Setting("BMI_CLONE_CONCURRENCY", str(2 * (os.cpu_count() or 1)), integer(1), "node disks cloned at once"),
     Setting("BMI_TGT_CONTROL_PORT", "0", integer(0, 32767), "which tgtd the main server drives (tgtadm -C)"),
     Setting("BMI_TGT_CHECK_SECONDS", "3", seconds, "how often the main server checks that tgtd has every target"),
+    Setting("BMI_TGT_PARAMETERS", "MaxRecvDataSegmentLength=262144 FirstBurstLength=262144 MaxBurstLength=1048576 "
+            "InitialR2T=No", pattern(r"([A-Za-z0-9]+=[A-Za-z0-9]+( |$))*", "NAME=VALUE words"),
+            "tgt's parameters of every target, set before any login (README, Benchmark)"),
+    Setting("BMI_LOCK_DIR", "/run/lock", non_empty,
+            "where the main server holds the lock on its tgtd, which every main server of the host must share"),
+    Setting("BMI_PEER_TIMEOUT", "10", seconds, "seconds a gateway waits for another's answer before it counts it down"),
     Setting("BMI_ISCSI_PORTAL", "127.0.0.1:3260", portal, "HOST:PORT tgtd serves the targets on"),
     Setting("BMI_BOOT_PORTAL", "", lambda value: value and portal(value),
             "HOST:PORT written into boot scripts (empty: BMI_ISCSI_PORTAL)"),
-    Setting("BMI_IQN_PREFIX", "iqn.2026-11.io.bmi-rpc",
-            pattern(r"iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9][a-z0-9.-]*", "iqn.YYYY-MM.reversed.domain, in lower case"),
-            "a node's target is PREFIX:NODE"),
-    Setting("BMI_CEPH_CONF", "/etc/ceph/ceph.conf", non_empty, "rbd backend: the cluster's configuration file"),
+    Setting("BMI_IQN_PREFIX", "iqn.2026-11.io.bmi-rpc", iqn_prefix, "a node's target is PREFIX:NODE"),
+    Setting("BMI_CEPH_CONF", "/etc/ceph/ceph.conf",
+            pattern(r"/[^;\x00-\x1f\x7f]*", "an absolute path, without ';' (tgt's options of an rbd disk) or control characters"),
+            "rbd backend: the cluster's configuration file"),
     Setting("BMI_CEPH_ID", "admin", pattern(r"[A-Za-z0-9._-]+", "a cephx client id"), "rbd backend: cephx client id"),
     Setting("BMI_CEPH_POOL", "rbd", pattern(r"[A-Za-z0-9._-]+", "a pool name"),
             "rbd backend: pool of the images and node disks"),
+    Setting("BMI_DHCP_MODE", "off", pattern(r"off|proxy|full", "off, proxy or full"),
+            "boot service (dnsmasq, README: Booting real nodes): off, proxy (beside the site's DHCP) or full DHCP"),
+    Setting("BMI_DHCP_INTERFACE", "", pattern(r"([A-Za-z0-9._@-]{1,15})?", "a network interface's name"),
+            "boot service: the interface on the nodes' network"),
+    Setting("BMI_DHCP_RANGE", "", pattern(r"([0-9]{1,3}(\.[0-9]{1,3}){3})?(,[0-9]{1,3}(\.[0-9]{1,3}){3}){0,2}",
+                                          "IPv4 addresses separated by ','"),
+            "boot service: full: START,END[,NETMASK] of the nodes' addresses; proxy: the subnet, NETWORK[,NETMASK]"),
+    Setting("BMI_BOOT_DIR", "/var/lib/bmi-boot", non_empty,
+            "boot service: what dnsmasq serves (outside BMI_STATE_DIR, which dnsmasq's user cannot enter)"),
 ]}
 
 # what each program reads: its --help lists these
@@ -187,6 +241,11 @@ class Settings:
         if bool(self.BMI_TLS_CERT) != bool(self.BMI_TLS_CA):
             raise ValueError("BMI_TLS_CERT and BMI_TLS_CA go together: TLS needs this program's certificate "
                              "and the CA that signed every program's certificate")
+        dhcp_parts = len(self.BMI_DHCP_RANGE.split(",")) if self.BMI_DHCP_RANGE else 0
+        if self.BMI_DHCP_MODE != "off" and (not self.BMI_DHCP_INTERFACE or dhcp_parts not in (
+                (2, 3) if self.BMI_DHCP_MODE == "full" else (1, 2))):
+            raise ValueError("BMI_DHCP_MODE=%s needs BMI_DHCP_INTERFACE and BMI_DHCP_RANGE (%s)" % (
+                self.BMI_DHCP_MODE, "START,END[,NETMASK]" if self.BMI_DHCP_MODE == "full" else "NETWORK[,NETMASK]"))
 
     def environment(self, names=None):
         """The settings (all, or those named) as environment variables; empty where the value is

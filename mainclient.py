@@ -1,7 +1,8 @@
 """bmi-rpc client: python mainclient.py [OPTIONS] OPERATION ARGS...
 
-Exit codes: 0 done; 1 the server refused or the operation failed; 2 usage error;
-3 the name server or the main server cannot be reached.
+Exit codes: 0 done; 1 the operation failed; 2 usage error or bad input; 3 the name server or the
+main server cannot be reached; 4 not found; 5 already exists; 6 in use; 7 refused; 8 something the
+server needs did not answer in time.
 """
 import collections
 import json
@@ -13,15 +14,16 @@ import Pyro4
 import Pyro4.errors
 
 import config
-from bmi import names, pyrosetup
+from bmi import errors, names, pyrosetup
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3   # and each errors kind's exit_code
 
 # operation: (arguments, what it does)
 OPERATIONS = {
     "import_image": (["IMAGE", "PATH"], "copy the disk image file PATH (on the server host; raw, qcow2, vmdk, vdi "
                                         "or vhdx) in as golden image IMAGE, stored raw"),
-    "provision": (["IMAGE", "NODE"], "give NODE a copy-on-write clone of IMAGE, its iSCSI target and iPXE boot script"),
+    "provision": (["IMAGE", "NODE"], "give NODE a copy-on-write clone of IMAGE, its iSCSI target and iPXE boot script; "
+                                     "--mac MAC (one for each of its network cards) lets the boot service know it"),
     "detach_node": (["NODE"], "take NODE's target, disk and boot script away"),
     "create_snapshot": (["NODE", "SNAPSHOT"], "turn NODE's current disk into the new golden image SNAPSHOT"),
     "delete_image": (["IMAGE"], "remove the golden image IMAGE (refused while nodes are provisioned from it)"),
@@ -46,13 +48,15 @@ OPTIONS = [("--json", "print the result as one JSON object"),
            ("--ns-host HOST", "the name server's address (sets BMI_NS_HOST)"),
            ("--ns-port PORT", "the name server's port (sets BMI_NS_PORT)"),
            ("--gateway NAME", "call that gateway (by default, any that answers)"),
+           ("--mac MAC", "provision: a MAC address of the node's (again for each network card)"),
            ("-h, --help", "this help; after an operation, that operation's")]
-VALUE_OPTIONS = {"--ns-host": "BMI_NS_HOST", "--ns-port": "BMI_NS_PORT", "--gateway": "gateway"}
+VALUE_OPTIONS = {"--ns-host": "BMI_NS_HOST", "--ns-port": "BMI_NS_PORT", "--gateway": "gateway", "--mac": "macs"}
+REPEATED = {"macs"}   # options given once for each value
 FLAGS = {"--json", "--force"}
 
 
 def usage(operation):
-    flag = " [--force]" if operation == "detach_node" else ""
+    flag = {"detach_node": " [--force]", "provision": " [--mac MAC]..."}.get(operation, "")
     return " ".join([operation] + OPERATIONS[operation][0]) + flag
 
 
@@ -89,7 +93,10 @@ def read_options(argv):
             value = value if equals else next(args, None)
             if value is None:
                 problems.append("%s needs a value" % option)
-            overrides[VALUE_OPTIONS[option]] = value
+            if VALUE_OPTIONS[option] in REPEATED:
+                overrides.setdefault(VALUE_OPTIONS[option], []).append(value)
+            else:
+                overrides[VALUE_OPTIONS[option]] = value
         elif arg.startswith("-") and arg != "-":
             problems.append("unknown option %r (see --help)" % arg)
         else:
@@ -101,6 +108,7 @@ def parse(argv):
     """Return the Call argv asks for; its operation None when it asks for help."""
     words, flags, overrides, wants_help, problems = read_options(argv)
     gateway = overrides.pop("gateway", None)
+    macs = overrides.pop("macs", [])
     if wants_help:   # whatever else is wrong
         return Call(None, words[:1], {}, False, {}, None)
     if problems:
@@ -115,13 +123,17 @@ def parse(argv):
         raise UsageError("usage: mainclient.py %s" % usage(operation))
     if "--force" in flags and operation != "detach_node":
         raise UsageError("--force goes with detach_node only")
-    for kind, value in zip(expected + ["GATEWAY"], arguments + ([gateway] if gateway is not None else [])):
-        try:
+    if macs and operation != "provision":
+        raise UsageError("--mac goes with provision only")
+    options = {"force": True} if "--force" in flags else {}
+    try:
+        for kind, value in zip(expected + ["GATEWAY"], arguments + ([gateway] if gateway is not None else [])):
             CHECKS[kind](value)
-        except ValueError as err:
-            raise UsageError(str(err))
-    return Call(operation, arguments, {"force": True} if "--force" in flags else {}, "--json" in flags,
-                overrides, gateway)
+        if macs:
+            options["macs"] = list(names.check_macs(macs))
+    except ValueError as err:
+        raise UsageError(str(err))
+    return Call(operation, arguments, options, "--json" in flags, overrides, gateway)
 
 
 def show(operation, result):
@@ -131,6 +143,7 @@ def show(operation, result):
         lines = ["provisioned node %(node)s from image %(image)s" % result] + [
             "  %-12s %s" % (key + ":", value) for key, value in (
                 ("iqn", result["iqn"]), ("portal", result["portal"]), ("lun", result["lun"]),
+                ("macs", ", ".join(result["macs"]) or "none (the boot service does not know it)"),
                 ("boot_script", result["boot_script"]), ("exported at", portals))]
         if result["down"]:
             lines.append("  %-12s %s (not answering: they export it once they are back)" % ("down:", ", ".join(result["down"])))
@@ -148,8 +161,9 @@ def show(operation, result):
     if operation == "ping":
         return result
     lines = ["golden images:"] + ["  %-30s %14d bytes" % (i["name"], i["size_bytes"]) for i in result["images"]]
-    lines += ["provisioned nodes:"] + ["  %-30s %-30s %s  at %s" % (n["node"], n["image"], n["iqn"], ", ".join(n["gateways"]))
-                                       for n in result["nodes"]]
+    lines += ["provisioned nodes:"] + ["  %-30s %-30s %s  at %s%s" % (
+        n["node"], n["image"], n["iqn"], ", ".join(n["gateways"]), "  macs " + ", ".join(n["macs"]) if n["macs"] else "")
+        for n in result["nodes"]]
     lines += ["gateways:"] + ["  %-30s %-30s %s" % (g["name"], g["portal"], "up" if g["up"] else "DOWN")
                               for g in result["gateways"]]
     return "\n".join(lines)
@@ -274,9 +288,12 @@ def main(argv):
     except Unreachable as err:
         print("mainclient: %s" % err, file=sys.stderr)
         return EXIT_UNREACHABLE
-    except (ValueError, TypeError) as err:   # the server's own check of the arguments
+    except errors.BadInput as err:   # the server's own check of the arguments
         print("mainclient: %s" % err, file=sys.stderr)
-        return EXIT_USAGE
+        return err.exit_code
+    except errors.ServiceError as err:
+        print("mainclient: %s failed: %s" % (request.operation, err), file=sys.stderr)
+        return err.exit_code
     except Exception as err:
         print("mainclient: %s failed: %s" % (request.operation, err), file=sys.stderr)
         return EXIT_FAILED

@@ -11,6 +11,7 @@ import pytest
 
 
 from bmi import runner
+from bmi.errors import BadInput
 from bmi.nodes import DETACHING, PROVISIONING
 from bmi.records import records_for
 from mainserver import MainServer
@@ -21,7 +22,7 @@ from testkit.initiator import lun_url, node_record, read_lun, write_lun
 
 
 OPERATIONS = {"import_image", "provision", "detach_node", "create_snapshot", "delete_image", "list_all_images", "ping",
-              "remove_gateway", "follow", "sync_node", "exported_nodes"}
+              "remove_gateway", "follow", "sync_node", "logged_in", "exported_nodes"}
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_provision_exports_a_clone_and_writes_the_boot_script(server, settings, 
     boot_script = os.path.join(settings.BMI_STATE_DIR, "boot", "node-a.ipxe")
     assert result == {"node": "node-a", "image": "golden", "iqn": iqn, "portal": tgtd.portal, "lun": 1,
                       "portals": {settings.BMI_GATEWAY: settings.BMI_BOOT_PORTAL}, "down": [],
-                      "boot_script": boot_script}
+                      "boot_script": boot_script, "macs": []}
     assert list(tgtd.targets().values()) == [iqn]
     record = node_record(settings, "node-a")
     host, port = settings.BMI_BOOT_PORTAL.split(":")
@@ -82,7 +83,7 @@ def test_provision_exports_a_clone_and_writes_the_boot_script(server, settings, 
     assert os.stat(boot_script).st_mode & 0o777 == 0o600
     assert read_lun(lun_url(settings, "node-a"), tmp_path / "back.raw") == golden
     assert server.list_all_images()["nodes"] == [{"node": "node-a", "image": "golden", "iqn": iqn,
-                                                  "gateways": [settings.BMI_GATEWAY]}]
+                                                  "gateways": [settings.BMI_GATEWAY], "macs": []}]
 
 
 def test_the_target_requires_the_nodes_chap_secret(server, settings, golden, tmp_path):
@@ -120,12 +121,16 @@ BAD_CALLS = [
 def test_bad_names_are_refused_before_any_script_runs(server, settings, golden, tgtd, monkeypatch,
                                                       operation, arguments):
     before = state_of(settings, tgtd)
-    commands = []
-    real_run = runner.run
-    monkeypatch.setattr(runner, "run", lambda args, *rest: commands.append(args) or real_run(args, *rest))
-    with pytest.raises(ValueError, match="must"):
+    done = []   # every command started (quick ones, copies, the records helper) and every record written
+    real_start = runner._start
+    monkeypatch.setattr(runner, "_start", lambda args, *rest, **kw: done.append(args) or real_start(args, *rest, **kw))
+    for change in ("_create", "_replace", "_remove"):
+        real = getattr(server._records, change)
+        monkeypatch.setattr(server._records, change, lambda *args, real=real, change=change: done.append(change) or
+                            real(*args))
+    with pytest.raises(BadInput, match="must"):
         getattr(server, operation)(*arguments)
-    assert commands == []
+    assert done == []
     assert state_of(settings, tgtd) == before
 
 
@@ -218,20 +223,20 @@ def test_a_failed_provision_is_taken_back_even_if_its_record_could_not_be_change
     """The target fails, and so does marking the ready record detaching (the records out of reach for
     a moment): reconciling takes the node away, rather than export what the reply said failed."""
     before = state_of(settings, tgtd)
-    save = server._records.save
+    move = server._records.move
 
-    def save_unless_detaching(record):
-        if record.state == DETACHING:
+    def move_unless_detaching(record, state, **fields):
+        if state == DETACHING:
             raise RuntimeError("the records are out of reach")
-        return save(record)
+        return move(record, state, **fields)
 
-    monkeypatch.setattr(server._records, "save", save_unless_detaching)
+    monkeypatch.setattr(server._records, "move", move_unless_detaching)
     tgtd.stop()
     with pytest.raises(RuntimeError, match="tgtd is not running"):
         server.provision("golden", "node-a")
     tgtd.start()
     monkeypatch.undo()
-    server._reconcile()
+    server.reconcile()
     assert state_of(settings, tgtd) == before
     assert server.list_all_images()["nodes"] == []
 
@@ -255,7 +260,7 @@ def test_a_new_server_undoes_a_provisioning_a_crash_interrupted(server, settings
     records = records_for(settings)
     records.load()
     record = records.get("node-a")   # as a crash before the last step leaves it:
-    records.save(record.changed(state=PROVISIONING, gateway=settings.BMI_GATEWAY))
+    records._replace(record.changed(state=PROVISIONING, gateway=settings.BMI_GATEWAY))   # no move leads back there
     records.close()
     with MainServer(settings):   # takes it away in the background, once it serves
         wait_until(lambda: state_of(settings, tgtd) == empty, 60, "the half-made node taken away")
@@ -288,3 +293,38 @@ def test_different_nodes_are_provisioned_in_parallel(server, settings, golden, t
         thread.join(120)
     assert [n["node"] for n in server.list_all_images()["nodes"]] == nodes
     assert sorted(tgtd.targets().values()) == [settings.BMI_IQN_PREFIX + ":" + n for n in nodes]
+
+
+def test_two_rounds_of_finishing_at_once_both_end_well(server, settings, golden, tgtd, monkeypatch):
+    """Start's round and reconciling's may overlap on the same half-done nodes: each ends without an
+    error, and every node is taken away."""
+    empty = state_of(settings, tgtd)
+    for node in ("node-a", "node-b"):
+        server.provision("golden", node)
+        record = server._records.get(node)   # as a crash halfway through a detach leaves it:
+        server._records.move(record, DETACHING, gateway=settings.BMI_GATEWAY)
+    server._recovery.load()
+    second_started, failures = threading.Event(), []
+    remove = server._storage.remove
+
+    def remove_once_both_run(node):   # the first take-away waits until the second round has begun
+        second_started.wait(10)
+        remove(node)
+
+    monkeypatch.setattr(server._storage, "remove", remove_once_both_run)
+
+    def a_round(started=None):
+        if started:
+            started.set()
+        try:
+            server._recovery.finish()
+        except Exception as err:
+            failures.append(err)
+
+    rounds = [threading.Thread(target=a_round), threading.Thread(target=a_round, args=(second_started,))]
+    for thread in rounds:
+        thread.start()
+    for thread in rounds:
+        thread.join(60)
+    assert failures == []
+    assert state_of(settings, tgtd) == empty

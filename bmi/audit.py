@@ -8,6 +8,8 @@ import time
 
 import Pyro4
 
+from bmi import errors
+
 log = logging.getLogger("bmi.audit")
 
 
@@ -66,7 +68,7 @@ class AuditLog:
 
 def audited(operation):
     """Write every call of a server's operation to the server's audit_log: time, caller, arguments,
-    outcome, duration. Errors leave as the built-in types Pyro4 rebuilds at the client."""
+    outcome, duration. Errors leave as the kinds of bmi/errors.py, which Pyro4 rebuilds at the client."""
     @functools.wraps(operation)
     def call(server, /, *args, **kwargs):   # "/": a keyword named server is refused, and audited, too
         started = time.monotonic()
@@ -86,10 +88,14 @@ def audited(operation):
 
 
 def _plain(err):
-    for kind in (ValueError, TypeError, RuntimeError):
+    """err as the kind of bmi/errors.py that Pyro4 rebuilds at the client: its own kind, BadInput for
+    an argument the operation could not take, ServiceError for any other failure."""
+    for kind in errors.KINDS:
         if type(err) is kind:
             return err
-    for kind in (ValueError, TypeError):
-        if isinstance(err, kind):
-            return kind(str(err))
-    return RuntimeError(err.strerror if isinstance(err, OSError) and err.strerror else str(err))
+    if isinstance(err, errors.ServiceError):   # a subclass: the command runner's CommandFailed, say
+        kind = next(kind for kind in reversed(errors.KINDS) if isinstance(err, kind))
+        return kind(str(err))
+    if isinstance(err, (ValueError, TypeError)):
+        return errors.BadInput(str(err))
+    return errors.ServiceError(err.strerror if isinstance(err, OSError) and err.strerror else str(err))

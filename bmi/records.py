@@ -1,27 +1,88 @@
 """Where node and gateway records are kept: in files of one server's state directory (FileRecords),
-or in RADOS, shared by every gateway (RadosRecords). The storage backend says which: its script's
-line "# records: NAME" names a helper in scripts/records/ (scripts/README); none, files.
+or in RADOS, shared by every gateway (RadosRecords). records_for picks one by the storage backend.
 
-Both keep records the same way: adding is exclusive (one of two gateways adding a node wins),
-saving and deleting hold only if the record is still the version read (else Changed), and every
-read is fresh.
+Both honour Records: adding is exclusive (one of two gateways adding a node wins), a change holds
+only if the record is still the version read (else Changed), moves between states are only those
+nodes.TRANSITIONS allows, and every read is fresh.
 """
+import abc
 import os
 import threading
 
 from bmi import runner
+from bmi.errors import AlreadyExists
 from bmi.files import remove_partials, write_private
-from bmi.nodes import Changed, GatewayRecord, NodeExists, NodeRecord
+from bmi.nodes import GONE, Changed, GatewayRecord, NodeRecord, check_transition, node_exists
+
+SHARED = {"rbd": "rados"}   # storage backend: the helper (scripts/records/) of its shared records
 
 
 def records_for(settings):
-    helper = runner.declared(os.path.join(runner.SCRIPTS, "storage", settings.BMI_BACKEND), "records")[:1]
-    if helper:
-        return RadosRecords(runner.Helper("records", helper[0], settings))
+    """The records of the storage backend: shared by every gateway in the cluster, or this server's files."""
+    if settings.BMI_BACKEND in SHARED:
+        return RadosRecords(runner.Helper("records", SHARED[settings.BMI_BACKEND], settings))
     return FileRecords(os.path.join(settings.BMI_STATE_DIR, "nodes"))
 
 
-class FileRecords:
+class Records(abc.ABC):
+    """The records of nodes and gateways. A node's record changes only by add, move and delete,
+    each of which checks the move between states."""
+
+    def add(self, record):
+        """Save a new node's record, provisioning; AlreadyExists or InUse if the node has one."""
+        check_transition(record.node, GONE, record.state)
+        return self._create(record)
+
+    def move(self, record, state, **fields):
+        """Save record, as read, in state with fields changed; Changed if it is not the version read."""
+        check_transition(record.node, record.state, state)
+        return self._replace(record.changed(state=state, **fields))
+
+    def delete(self, record):
+        check_transition(record.node, record.state, GONE)
+        self._remove(record)
+
+    def close(self):
+        """Let go of what the store holds open (a connection to the cluster); files hold nothing."""
+
+    @abc.abstractmethod
+    def load(self):
+        """Open the store (read what a restarted server needs); fail if it cannot be reached."""
+
+    @abc.abstractmethod
+    def get(self, node):
+        """The node's record, or None."""
+
+    @abc.abstractmethod
+    def all(self):
+        """Every node's record."""
+
+    @abc.abstractmethod
+    def gateways(self):
+        """Every gateway's record."""
+
+    @abc.abstractmethod
+    def put_gateway(self, gateway):
+        """Save a gateway's record, replacing what it had."""
+
+    @abc.abstractmethod
+    def remove_gateway(self, name):
+        """Forget a gateway; one that is gone already is fine."""
+
+    @abc.abstractmethod
+    def _create(self, record):
+        """Save a new record exclusively: the saved one, with its version."""
+
+    @abc.abstractmethod
+    def _replace(self, record):
+        """Save record at the version it carries: the saved one; Changed if the stored one differs."""
+
+    @abc.abstractmethod
+    def _remove(self, record):
+        """Delete the record at the version it carries; Changed if the stored one differs."""
+
+
+class FileRecords(Records):
     """One JSON file a node in a directory, kept in memory too; the one gateway, in memory only."""
 
     def __init__(self, directory):
@@ -40,9 +101,6 @@ class FileRecords:
                     record = NodeRecord.from_json(f.read(), path, version=1)
                 self._records[record.node] = record
 
-    def close(self):
-        pass
-
     def get(self, node):
         with self._lock:
             return self._records.get(node)
@@ -51,12 +109,13 @@ class FileRecords:
         with self._lock:
             return list(self._records.values())
 
-    def add(self, record):
-        """Save a new node's record; NodeExists if the node has one."""
+    def _create(self, record):
         record = record.changed(version=1)
         with self._lock:
             if record.node in self._records:
-                raise NodeExists(self._records[record.node])
+                raise node_exists(self._records[record.node])
+            for other in self._records.values():
+                taken(other, record.macs)
             self._records[record.node] = record   # holds the name while the record is written
         try:
             self._write(record)
@@ -66,8 +125,8 @@ class FileRecords:
             raise
         return record
 
-    def save(self, record):
-        """Replace the node's record, on disk whole or not at all, then in memory; the saved one."""
+    def _replace(self, record):
+        """On disk whole or not at all, then in memory."""
         self._expect(record)
         saved = record.changed(version=record.version + 1)
         self._write(saved)
@@ -75,7 +134,7 @@ class FileRecords:
             self._records[record.node] = saved
         return saved
 
-    def delete(self, record):
+    def _remove(self, record):
         self._expect(record)
         try:
             os.unlink(self._path(record.node))
@@ -85,13 +144,16 @@ class FileRecords:
             self._records.pop(record.node, None)
 
     def gateways(self):
-        return list(self._gateways.values())
+        with self._lock:
+            return list(self._gateways.values())
 
     def put_gateway(self, gateway):
-        self._gateways[gateway.name] = gateway
+        with self._lock:
+            self._gateways[gateway.name] = gateway
 
     def remove_gateway(self, name):
-        self._gateways.pop(name, None)
+        with self._lock:
+            self._gateways.pop(name, None)
 
     def _expect(self, record):
         current = self.get(record.node)
@@ -105,9 +167,19 @@ class FileRecords:
         write_private(self._path(record.node), record.to_json())
 
 
-class RadosRecords:
+def taken(owner, macs):
+    """AlreadyExists if the record owner holds one of macs."""
+    for mac in macs:
+        if mac in owner.macs:
+            raise AlreadyExists("MAC address %s belongs to node %s" % (mac, owner.node))
+
+
+class RadosRecords(Records):
     """Records in RADOS objects, "node.NODE" and "gateway.NAME", by way of a helper that keeps one
-    connection to the cluster open (scripts/records/rados)."""
+    connection to the cluster open (scripts/records/rados). A node's MAC addresses are claimed by
+    objects "mac.MAC" naming it, made exclusively once its record exists: of two gateways giving one
+    MAC to two nodes, one wins. A claim whose node's record does not hold the MAC (a crash between
+    the two) is stale, and taken over."""
 
     def __init__(self, helper):
         self._helper = helper
@@ -126,22 +198,47 @@ class RadosRecords:
         return [NodeRecord.from_json(text, key, version=version)
                 for key, version, text in self._helper.request(op="list", prefix="node.")["items"]]
 
-    def add(self, record):
+    def _create(self, record):
         answer = self._helper.request(op="create", key="node." + record.node, text=record.to_json())
         if "conflict" in answer:
             existing = self.get(record.node)
-            raise NodeExists(existing or record)
-        return record.changed(version=answer["version"])
+            raise node_exists(existing or record)
+        record = record.changed(version=answer["version"])
+        try:
+            for mac in record.macs:
+                self._claim(mac, record.node)
+        except BaseException:
+            self._remove(record)
+            raise
+        return record
 
-    def save(self, record):
+    def _claim(self, mac, node):
+        while "conflict" in self._helper.request(op="create", key="mac." + mac, text=node):
+            item = self._helper.request(op="get", key="mac." + mac)["item"]
+            if item is None:
+                continue   # let go of meanwhile
+            owner = self.get(item[1]) if item[1] != node else None
+            if owner is not None:
+                taken(owner, [mac])
+            if "conflict" not in self._helper.request(op="replace", key="mac." + mac, version=item[0], text=node):
+                return
+
+    def _release(self, mac, node):
+        item = self._helper.request(op="get", key="mac." + mac)["item"]
+        if item is not None and item[1] == node:
+            self._helper.request(op="remove", key="mac." + mac, version=item[0])   # a conflict: not ours now
+
+    def _replace(self, record):
         answer = self._helper.request(op="replace", key="node." + record.node, version=record.version,
                                       text=record.to_json())
         self._check(answer, record.node)
         return record.changed(version=answer["version"])
 
-    def delete(self, record):
+    def _remove(self, record):
         self._check(self._helper.request(op="remove", key="node." + record.node, version=record.version),
                     record.node)
+        for mac in record.macs:
+            self._release(mac, record.node)
 
     def gateways(self):
         return [GatewayRecord.from_json(text) for _, _, text in

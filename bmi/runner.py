@@ -14,6 +14,7 @@ import threading
 import time
 
 from bmi import progress
+from bmi.errors import AlreadyExists, InUse, NotFound, Refused, ServiceError
 from config import ROOT
 
 # A server killed mid-operation must not leave a script finishing the operation on its own:
@@ -28,8 +29,12 @@ BASE_ENVIRONMENT = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bi
 _PROGRESS = re.compile(r"^progress (\d+) (\d+)$")
 
 
-class CommandFailed(RuntimeError):
+class CommandFailed(ServiceError):
     """A command failed; str() is what it said on stderr, in one line, for the user."""
+
+
+# a script's exit code for a kind of refusal (scripts/README): raised as that kind
+REFUSALS = {66: NotFound, 73: AlreadyExists, 75: InUse, 77: Refused}
 
 
 def _start(args, env, stdin=subprocess.DEVNULL):
@@ -56,8 +61,8 @@ def _one_line(text):
 
 def _answer(args, proc, out, err):
     if proc.returncode != 0:
-        raise CommandFailed(_one_line(err or out) or "%s failed with exit code %d"
-                            % (os.path.basename(args[0]), proc.returncode))
+        raise REFUSALS.get(proc.returncode, CommandFailed)(
+            _one_line(err or out) or "%s failed with exit code %d" % (os.path.basename(args[0]), proc.returncode))
     return out
 
 

@@ -1,23 +1,30 @@
 """Target backend: iSCSI targets in tgtd, made and removed by the script scripts/target/tgt.
 
-Targets are known by their IQN; the target id tgtd needs (tid) is this side's own business. The
-tgtd instance belongs to the service, so a target with one of our IQNs is ours.
+Targets are known by their IQN, BMI_IQN_PREFIX:NODE; the target id tgtd needs (tid) is this side's
+own business. The tgtd instance belongs to the service, so a target with one of our IQNs is ours.
+Each target has one LUN, the node's disk: LUN.
 """
 import threading
 
 from bmi import runner
+
+LUN = 1   # the node's disk in its target (LUN 0 is tgt's controller)
 
 
 class Target:
     def __init__(self, settings):
         self._run = runner.Script("target", "tgt", settings)
         self._control_port = settings.BMI_TGT_CONTROL_PORT
+        self._prefix = settings.BMI_IQN_PREFIX + ":"
         self._lock = threading.Lock()
         self._tids = {}         # iqn -> tid, of the targets made here or found in tgtd
         self._partial = set()   # iqns of targets a killed create left half made, as tgtd last listed them
 
+    def iqn(self, node):
+        return self._prefix + node
+
     def create(self, iqn, backing, chap_user, chap_secret):
-        """Export backing (a nodes.Backing) as LUN 1 of target iqn, behind the CHAP account."""
+        """Export backing (a nodes.Backing) as LUN LUN of target iqn, behind the CHAP account."""
         with self._lock:
             tid = self._tids.get(iqn) or min(set(range(1, len(self._tids) + 2)) - set(self._tids.values()))
             self._tids[iqn] = tid   # a target that tgtd lost gets its old tid back
@@ -25,7 +32,8 @@ class Target:
         try:
             if partial:   # made again from the start
                 self._run("delete", str(tid), chap_user, "--force")
-            self._run("create", str(tid), iqn, backing.bstype, backing.path, backing.bsopts, chap_user, chap_secret)
+            self._run("create", str(tid), iqn, str(LUN), backing.bstype, backing.path, backing.bsopts, chap_user,
+                      chap_secret)
         except runner.CommandFailed as err:
             raise runner.CommandFailed("cannot export %s: %s" % (iqn, err)) from None
 
@@ -47,7 +55,7 @@ class Target:
     def exported(self):
         """The IQNs of every whole target tgtd has now."""
         found, partial = {}, set()
-        for line in self._ask("list").splitlines():
+        for line in self._ask("list", str(LUN)).splitlines():
             tid, iqn, state = line.split(" ")
             found[iqn] = int(tid)
             if state == "partial":
@@ -56,6 +64,10 @@ class Target:
             self._tids.update(found)
             self._partial = partial
         return set(found) - partial
+
+    def exported_nodes(self):
+        """The nodes whose targets tgtd has now, whole."""
+        return {iqn[len(self._prefix):] for iqn in self.exported() if iqn.startswith(self._prefix)}
 
     def _tid(self, iqn):
         with self._lock:

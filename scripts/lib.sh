@@ -2,7 +2,16 @@
 # and ends with: run_main "$@"
 set -euo pipefail
 
-die() { echo "$*" >&2; exit 1; }
+# die MESSAGE: say MESSAGE on stderr and fail. Values are only ever data: printf's format is fixed,
+# never a value (echo would take a message of "-e" or "-n" for an option).
+die() { printf '%s\n' "$*" >&2; exit 1; }
+
+# The refusals of a request, each as die with an exit code of its kind (scripts/README), which the
+# server raises as that kind of bmi/errors.py: no reading of the message.
+die_not_found() { printf '%s\n' "$*" >&2; exit 66; }
+die_exists() { printf '%s\n' "$*" >&2; exit 73; }
+die_in_use() { printf '%s\n' "$*" >&2; exit 75; }
+refuse() { printf '%s\n' "$*" >&2; exit 77; }   # well formed, but the service will not do it
 
 # run_main ARGS: run main ARGS. The server's death sends the script SIGTERM (bmi/runner.py): then
 # every command it started stops too, a tgtadm blocked on a hung tgtd included. bash acts on a
@@ -16,21 +25,63 @@ run_main() {
 
 FORMATS="raw qcow2 vmdk vdi vhdx"   # what import_image converts from
 
+# The settings that name files the service keeps for itself, each with what it is (bmi/storage.py
+# refuses the same, before any script runs: this is the check of the file actually opened).
+OWN_FILES=(BMI_KEY_FILE "its key file" BMI_TLS_CERT "its TLS certificate" BMI_TLS_KEY "its TLS key"
+           BMI_TLS_CA "its TLS CA certificate" BMI_AUDIT_LOG "its audit log")
+
+# refuse_own_file PATH: refuse the file open as fd 3 (PATH, as the caller named it) if the service
+# keeps it for itself: anything in BMI_STATE_DIR (where it lies, or a hard link to a file there) and
+# the files of OWN_FILES. What is judged is the open file, the one the copy reads.
+refuse_own_file() {
+    local path=$1 id state opened i setting file
+    id=$(stat -L -c '%d:%i' /dev/fd/3)
+    if [ -n "${BMI_STATE_DIR:-}" ] && state=$(realpath -e -- "$BMI_STATE_DIR" 2>/dev/null && echo .); then
+        state=${state%$'\n.'}
+        opened=$(readlink -- /proc/self/fd/3 && echo .)   # the readlink's own fd 3: the same open file
+        opened=${opened%$'\n.'}
+        if [[ $opened == "$state" || $opened == "${state%/}/"* ]] ||
+           { (( $(stat -L -c %h /dev/fd/3) > 1 )) &&
+             find "$state" -xdev -inum "${id#*:}" -printf '%D:%i\n' 2>/dev/null | grep -qxF -- "$id"; }; then
+            refuse "$path is a file the service keeps for itself (in its state directory $state): import_image does not copy it"
+        fi
+    fi
+    for ((i = 0; i < ${#OWN_FILES[@]}; i += 2)); do
+        setting=${OWN_FILES[i]}
+        file=${!setting:-}
+        if [ -n "$file" ] && [ "$(stat -L -c '%d:%i' -- "$file" 2>/dev/null)" = "$id" ]; then
+            refuse "$path is a file the service keeps for itself (${OWN_FILES[i + 1]}, $setting): import_image does not copy it"
+        fi
+    done
+}
+
 # open_image PATH: check that PATH, its symlinks resolved once, is a regular file holding a disk
 # image that qemu-img reads, in one of FORMATS, with nothing that would make qemu read other files
 # of this host; then keep it open as fd 3, which every later step reads (/dev/fd/3), so that the
 # file checked is the file copied. Sets image_format and image_size (its virtual size, in bytes).
 open_image() {
-    local path=$1 real info verdict
-    real=$(realpath -e -- "$path" 2>/dev/null) || die "no such file on the server: $path"
+    local path=$1 real info verdict said
+    # Command substitution cuts every newline at the end of realpath's answer, the file name's own
+    # too (a file "disk\n" would become its neighbour "disk"): a "." after the answer keeps them.
+    real=$(realpath -e -- "$path" 2>/dev/null && echo .) || die_not_found "no such file on the server: $path"
+    real=${real%$'\n.'}
     [ -f "$real" ] || die "$path is not a regular file"
     exec 3<"$real"
+    [ -f /dev/fd/3 ] || die "$path is not a regular file"   # what was opened, should the name have moved meanwhile
+    refuse_own_file "$path"
     if head -c 21 /dev/fd/3 | grep -q "^# Disk DescriptorFile"; then
         die "$path is a VMDK descriptor: its data lies in other files; convert it to one file first"
     fi
     # Reading an image's header is cheap; a hostile one is kept to 1 GiB of memory and 30 s of CPU.
-    info=$(prlimit --as=1073741824 --cpu=30 qemu-img info --output=json -- /dev/fd/3 2>&1) ||
-        die "$path is not a disk image qemu-img can read: $(sed 's|^qemu-img: ||; s|/dev/fd/3|'"$path"'|g' <<<"$info")"
+    if ! info=$(prlimit --as=1073741824 --cpu=30 qemu-img info --output=json -- /dev/fd/3 2>&1); then
+        # qemu-img's message in the caller's terms: its name off every line, the file as the caller
+        # named it. Parameter expansion, no sed: a value inside a program would be program text. The
+        # replacement is quoted, so that an "&" in the path stays an "&" (bash 5.2's patsub_replacement).
+        said=${info//$'\nqemu-img: '/$'\n'}
+        said=${said#qemu-img: }
+        said=${said//\/dev\/fd\/3/"$path"}
+        die "$path is not a disk image qemu-img can read: $said"
+    fi
     verdict=$(jq -r --arg formats "$FORMATS" '
         if ."backing-filename" then "has a backing file (\(."backing-filename")): it would read another file"
         elif ."format-specific".data."data-file" then
@@ -45,9 +96,13 @@ open_image() {
         else "ok \(.format) \(."virtual-size")" end' <<<"$info")
     [[ $verdict == "ok "* ]] || die "$path $verdict"
     read -r _ image_format image_size <<<"$verdict"
+    [[ $image_size =~ ^[0-9]+$ ]] || die "$path declares no size qemu-img can tell"   # arithmetic below reads it
     if [ "$image_format" = raw ]; then   # qemu-img rounds a raw file's size up to whole sectors
         image_size=$(stat -L -c %s /dev/fd/3)
         (( image_size % 512 == 0 )) || die "$path is $image_size bytes: a raw disk image is a non-zero multiple of 512 bytes"
+    fi
+    if (( image_size > BMI_IMAGE_SIZE_CAP )); then
+        refuse "$path holds a disk of $((image_size >> 30)) GiB ($image_size bytes), above the cap of $((BMI_IMAGE_SIZE_CAP >> 30)) GiB (BMI_IMAGE_SIZE_CAP)"
     fi
 }
 
@@ -56,11 +111,12 @@ open_image() {
 # on to stderr. The meters end their updates with \r, which tr turns into lines as they come.
 report_progress() {
     local total=$1 line
+    [[ $total =~ ^[0-9]+$ ]] || total=0   # a number, or bash arithmetic would evaluate it as an expression
     stdbuf -o0 tr '\r' '\n' | while IFS= read -r line; do
         if [[ $line =~ ([0-9]+)(\.([0-9]{2}))?(/100)?%( complete)? ]]; then
             echo "progress $((total * (10#${BASH_REMATCH[1]} * 100 + 10#${BASH_REMATCH[3]:-0}) / 10000)) $total" >&2
         elif [ -n "$line" ]; then
-            echo "$line" >&2
+            printf '%s\n' "$line" >&2
         fi
     done
 }
@@ -71,8 +127,10 @@ report_progress() {
 # does). A failure is one line naming WHAT was being written (a full disk, say), not qemu-img.
 convert() {
     local said
-    { said=$(qemu-img convert -p -t writeback -f "$1" -O raw -- "$2" "$3" 2>&1 >&4 4>&-); } 4> >(report_progress "$4") ||
-        die "cannot write $5: ${said#qemu-img: }"
+    if ! { said=$(qemu-img convert -p -t writeback -f "$1" -O raw -- "$2" "$3" 2>&1 >&4 4>&-); } 4> >(report_progress "$4"); then
+        said=${said#qemu-img: }
+        die "cannot write $5: ${said//"$3: "/}"   # the backend's own name of the target (a partial, an rbd: URI) is not the user's
+    fi
 }
 
 # convert_image TARGET WHAT: convert the image open_image opened.

@@ -15,6 +15,7 @@ from testkit.images import convert
 from testkit.initiator import lun_url, write_lun
 
 
+pytestmark = pytest.mark.boot
 BOOT_SECONDS = 180   # about 10 s seen here; room for a loaded machine
 
 

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, strategies as st
 
 
 from bmi import pyrosetup
+from bmi.errors import BadInput, NotFound, Refused
 from testkit.fixtures import state_of
 from testkit.images import make_image_file
 from testkit.initiator import node_record
@@ -217,12 +218,12 @@ def test_hostile_argv_is_refused_by_mainclient_and_changes_nothing(service, worl
         assert done.returncode == 0 and done.stderr == ""
         assert [line["outcome"] for line in audit] == ([] if operation in UNAUDITED else ["ok"])
     else:
-        # well-formed names of nothing that exists: the server refuses, as a failure (exit code 1)
-        assert done.returncode == 1, (done.stdout, done.stderr)
+        # well-formed names of nothing that exists: the server says so (NotFound, exit code 4)
+        assert done.returncode == NotFound.exit_code, (done.stdout, done.stderr)
         assert done.stdout == "" and one_line(done.stderr)
         assert done.stderr.startswith("mainclient: %s failed: " % operation)
         assert [line["operation"] for line in audit] == [operation]
-        assert audit[0]["outcome"].startswith("RuntimeError: ")
+        assert audit[0]["outcome"].startswith("NotFound: ")
     assert_unchanged(world, settings, tgtd, proxy)
 
 
@@ -254,15 +255,15 @@ def test_hostile_proxy_calls_are_refused_before_any_script_runs(service, world, 
 
     audit = audit_lines(settings)[seen:]
     if not valid:
-        assert type(error) in (ValueError, TypeError), repr(error)
+        assert type(error) is BadInput, repr(error)
         expected = [] if operation in UNAUDITED else [type(error).__name__]
         # the check refused it: the audit log has the call, refused with that very error
         assert [line["outcome"].split(":")[0] for line in audit] == expected
     elif operation in ("list_all_images", "ping"):
         assert error is None and result is not None
     else:
-        assert type(error) is RuntimeError, repr(error)
-        assert [line["outcome"].split(":")[0] for line in audit] == ["RuntimeError"]
+        assert type(error) is NotFound, repr(error)
+        assert [line["outcome"].split(":")[0] for line in audit] == ["NotFound"]
     for line in audit:
         assert line["operation"] == operation
         assert len(line["arguments"]) == len(args) and set(line["options"]) == set(kwargs)
@@ -335,3 +336,119 @@ def test_pickle_and_marshal_are_refused(service, world, settings, tgtd, proxy, t
     assert not os.path.exists(planted)
     assert audit_lines(settings)[seen:] == []
     assert_unchanged(world, settings, tgtd, proxy)
+
+
+# --- file names are data, and name the file they name (scripts/lib.sh, open_image) ---------------
+
+# A qcow2 header qemu-img refuses: the refusal quotes qemu-img, which names the file it opened.
+BROKEN_QCOW2 = b"QFI\xfb\x00\x00\x00\x03" + b"\xff" * 1016
+
+
+@pytest.mark.parametrize("name", ["a|;1e touch pwned\n#", "x|w pwned", "a&b\\1\\&", "$(touch pwned)", "`touch pwned`",
+                                  "'\";|&", "-e", "%s%n"])
+def test_a_hostile_file_name_is_named_as_given_and_runs_nothing(server, settings, tgtd, tmp_path, name):
+    """What reached sed's program before: the reason is kept, the name is as given, sed's e and w
+    commands run nothing (pwned is what they would make, in the script's directory or the test's)."""
+    from bmi.runner import SCRIPTS
+    path = tmp_path / name
+    path.write_bytes(BROKEN_QCOW2)
+    before = state_of(settings, tgtd)
+    with pytest.raises(RuntimeError) as refused:
+        server.import_image("x", str(path))
+    # the script's lines are joined into one, "; " between them (bmi/runner.py)
+    said = "%s is not a disk image qemu-img can read: Could not open '%s': Unsupported cluster size: 2^4294967295" % (
+        path, path)
+    assert str(refused.value) == "; ".join(line.strip() for line in said.split("\n") if line.strip())
+    for where in (tmp_path, os.getcwd(), SCRIPTS, os.path.join(SCRIPTS, "storage"), "/"):
+        assert not os.path.exists(os.path.join(where, "pwned")), where
+    assert state_of(settings, tgtd) == before
+
+
+@pytest.mark.parametrize("name", ["disk.raw\n", "disk.raw\n\n", "d\n/disk.raw\n"])
+def test_a_file_name_ending_in_a_newline_imports_that_file(server, tmp_path, name):
+    """Command substitution cuts trailing newlines: a path is still the file it names, not its neighbour."""
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    make_image_file(path, 3 * 512)
+    make_image_file(str(path).rstrip("\n"), 8 * 512)   # the neighbour without the newlines
+    server.import_image("exact", str(path))
+    assert server.list_all_images()["images"] == [{"name": "exact", "size_bytes": 3 * 512}]
+
+
+# --- the server's own files are its own ------------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+def refused_import(main, path):
+    with pytest.raises(RuntimeError) as refused:
+        main.import_image("stolen", str(path))
+    return str(refused.value)
+
+
+def own_file_refusal(path, why):
+    return "%s is a file the service keeps for itself (%s): import_image does not copy it" % (path, why)
+
+
+def test_the_servers_own_files_cannot_be_imported(server_with, settings, tgtd, tmp_path):
+    # TLS files and a key that look like disk images, so that only whose they are can refuse them
+    own = {}
+    for setting in ("BMI_KEY_FILE", "BMI_TLS_CERT", "BMI_TLS_KEY", "BMI_TLS_CA"):
+        own[setting] = str(tmp_path / setting.lower())
+        make_image_file(own[setting], MiB)
+    main = server_with(**own)
+    make_image_file(tmp_path / "golden.raw", MiB)
+    main.import_image("golden", str(tmp_path / "golden.raw"))
+    main.provision("golden", "node-a")
+    state = settings.BMI_STATE_DIR
+    if settings.BMI_BACKEND == "file":
+        disk = os.path.join(state, "disks", "node-a.img")   # a live disk, copied without the node's lock
+        record = os.path.join(state, "nodes", "node-a.json")   # holds the node's CHAP secret
+    else:   # the disks and records are in Ceph: a disk image in the state directory stands for them
+        disk = os.path.join(state, "planted.img")
+        make_image_file(disk, MiB)
+        record = None
+    os.symlink(disk, tmp_path / "elsewhere.img")
+    os.symlink(state, tmp_path / "state-link")
+    in_state = "in its state directory %s" % os.path.realpath(state)
+    cases = [(disk, in_state), (tmp_path / "elsewhere.img", in_state),
+             (os.path.join(str(tmp_path / "state-link"), os.path.relpath(disk, state)), in_state),
+             (os.path.join(state, "boot", "node-a.ipxe"), in_state),
+             (os.path.join(state, "boot", "..", "boot", "node-a.ipxe"), in_state),
+             (own["BMI_KEY_FILE"], "its key file, BMI_KEY_FILE"),
+             (settings.BMI_AUDIT_LOG, in_state),
+             (own["BMI_TLS_CERT"], "its TLS certificate, BMI_TLS_CERT"),
+             (own["BMI_TLS_KEY"], "its TLS key, BMI_TLS_KEY"),
+             (own["BMI_TLS_CA"], "its TLS CA certificate, BMI_TLS_CA")]
+    if record:
+        cases.append((record, in_state))
+    before = state_of(settings, tgtd)
+    for path, why in cases:
+        assert refused_import(main, path) == own_file_refusal(path, why), path
+    assert state_of(settings, tgtd) == before
+    assert [i["name"] for i in main.list_all_images()["images"]] == ["golden"]
+
+
+def test_an_audit_log_elsewhere_and_a_hard_link_are_refused(server_with, settings, tgtd, tmp_path):
+    audit = str(tmp_path / "logs" / "audit.log")
+    os.makedirs(os.path.dirname(audit))
+    main = server_with(BMI_AUDIT_LOG=audit)
+    main.list_all_images()   # a line in it
+    with open(audit, "ab") as f:   # make it look like a disk
+        f.truncate(MiB)
+    assert refused_import(main, audit) == own_file_refusal(audit, "its audit log, BMI_AUDIT_LOG")
+    planted = os.path.join(settings.BMI_STATE_DIR, "planted.img")
+    make_image_file(planted, MiB)
+    os.link(planted, tmp_path / "hard-link.img")   # the same file, by another name outside
+    why = "in its state directory %s" % os.path.realpath(settings.BMI_STATE_DIR)
+    assert refused_import(main, tmp_path / "hard-link.img") == own_file_refusal(tmp_path / "hard-link.img", why)
+
+
+def test_the_key_file_is_refused_through_mainclient(service, settings):
+    seen = len(audit_lines(settings))
+    done = service.client("import_image", "stolen", settings.BMI_KEY_FILE)
+    assert (done.returncode, done.stdout) == (Refused.exit_code, "")
+    assert done.stderr == "mainclient: import_image failed: %s\n" % own_file_refusal(
+        settings.BMI_KEY_FILE, "its key file, BMI_KEY_FILE")
+    assert [line["outcome"].split(":")[0] for line in audit_lines(settings)[seen:]] == ["Refused"]
+    assert service.list_all_images()["images"] == []

@@ -111,6 +111,7 @@ def test_a_client_on_another_host_provisions_lists_snapshots_and_detaches(hosts,
         {"name": "golden", "size_bytes": 2 * MiB}, {"name": "snap", "size_bytes": 2 * MiB}]
 
 
+@pytest.mark.boot
 def test_a_node_on_another_host_boots_from_its_boot_script(hosts, across, tmp_path):
     require_command("qemu-system-x86_64", "qemu-system-x86")
     require(os.path.exists(IPXE_ROM), "ipxe-qemu")

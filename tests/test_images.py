@@ -263,7 +263,7 @@ def test_delete_image_is_refused_while_nodes_use_the_image(service, settings, tg
         assert service.client("provision", "golden", node).returncode == 0
     before = state_of(settings, tgtd)
     done = service.client("delete_image", "golden")
-    assert (done.returncode, done.stdout) == (1, "")
+    assert (done.returncode, done.stdout) == (6, "")   # in use
     assert done.stderr == ("mainclient: delete_image failed: image golden is in use: nodes node-a, node-b "
                            "provisioned from it; detach them first\n")
     assert state_of(settings, tgtd) == before
@@ -273,7 +273,7 @@ def test_delete_image_is_refused_while_nodes_use_the_image(service, settings, tg
     assert (done.returncode, done.stdout) == (0, "deleted golden image golden\n")
     assert service.list_all_images()["images"] == []
     done = service.client("delete_image", "golden")
-    assert (done.returncode, done.stderr) == (1, "mainclient: delete_image failed: no such image: golden\n")
+    assert (done.returncode, done.stderr) == (4, "mainclient: delete_image failed: no such image: golden\n")   # not found
     assert [(line["operation"], line["outcome"]) for line in audit_lines(settings) if line["operation"] == "delete_image"] == [
-        ("delete_image", "RuntimeError: image golden is in use: nodes node-a, node-b provisioned from it; detach them first"),
-        ("delete_image", "ok"), ("delete_image", "RuntimeError: no such image: golden")]
+        ("delete_image", "InUse: image golden is in use: nodes node-a, node-b provisioned from it; detach them first"),
+        ("delete_image", "ok"), ("delete_image", "NotFound: no such image: golden")]

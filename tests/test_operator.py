@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from bmi.exports import MADE
 from config import ROOT
 from mainserver import MainServer
 from testkit.daemons import free_port, wait_until
@@ -101,7 +102,7 @@ def test_a_full_disk_during_detach_leaves_the_node_provisioned(small_service, se
     for _ in range(8):   # BMI_TGT_CHECK_SECONDS is 0.5: several rounds of the background check
         assert still_provisioned(small_service, settings, tgtd, "node-a")
         time.sleep(0.5)
-    assert "exporting node-a again" not in small_service.log("mainserver")
+    assert MADE % ("node-a", settings.BMI_IQN_PREFIX + ":node-a") not in small_service.log("mainserver")   # not made again
     os.unlink(filler)
     assert still_provisioned(small_service, settings, tgtd, "node-a")   # it did not finish on its own
     assert read_lun(lun_url(settings, "node-a"), tmp_path / "back.raw") == golden

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from testkit.daemons import require_command, stop_process, wait_until
+from testkit.fixtures import state_of
 from testkit.images import make_image_file
 from testkit.initiator import lun_url, read_lun
 from testkit.service import Service
@@ -31,7 +32,8 @@ def test_provision_exports_the_golden_image_to_a_real_initiator(service, setting
 
     listed = json.loads(service.client("--json", "list_all_images").stdout)
     assert listed == {"images": [{"name": "golden", "size_bytes": len(golden)}],
-                      "nodes": [{"node": "node-a", "image": "golden", "iqn": iqn, "gateways": [settings.BMI_GATEWAY]}],
+                      "nodes": [{"node": "node-a", "image": "golden", "iqn": iqn, "gateways": [settings.BMI_GATEWAY],
+                                 "macs": []}],
                       "gateways": [{"name": settings.BMI_GATEWAY, "portal": settings.BMI_BOOT_PORTAL, "up": True}]}
 
     done = service.client("create_snapshot", "node-a", "snap")
@@ -48,7 +50,7 @@ def test_provision_json_result(service, settings, tgtd, tmp_path):
     assert json.loads(done.stdout) == {
         "node": "node-a", "image": "golden", "iqn": settings.BMI_IQN_PREFIX + ":node-a",
         "portal": tgtd.portal, "lun": 1, "portals": {settings.BMI_GATEWAY: settings.BMI_BOOT_PORTAL}, "down": [],
-        "boot_script": os.path.join(settings.BMI_STATE_DIR, "boot", "node-a.ipxe")}
+        "boot_script": os.path.join(settings.BMI_STATE_DIR, "boot", "node-a.ipxe"), "macs": []}
 
 
 @pytest.mark.parametrize("arguments, code, message", [
@@ -59,8 +61,11 @@ def test_provision_json_result(service, settings, tgtd, tmp_path):
     (["import_image", "golden", "relative.raw"], 2, "invalid path 'relative.raw'"),
     (["list_all_images", "--force"], 2, "--force goes with detach_node only"),
     (["--bogus", "list_all_images"], 2, "unknown option '--bogus'"),
-    (["provision", "missing", "node-a"], 1, "provision failed: no such image: missing"),
-    (["detach_node", "node-x"], 1, "detach_node failed: node node-x is not provisioned"),
+    (["provision", "golden", "node-a", "--mac", "52:54:00:zz:00:01"], 2, "invalid MAC address '52:54:00:zz:00:01'"),
+    (["provision", "golden", "node-a", "--mac", "01:00:5e:00:00:01"], 2, "a group address"),
+    (["detach_node", "node-a", "--mac", "52:54:00:00:00:01"], 2, "--mac goes with provision only"),
+    (["provision", "missing", "node-a"], 4, "provision failed: no such image: missing"),
+    (["detach_node", "node-x"], 4, "detach_node failed: node node-x is not provisioned"),
 ])
 def test_bad_input_gets_one_line_and_its_exit_code(service, arguments, code, message):
     done = service.client(*arguments)
@@ -137,3 +142,21 @@ def test_a_restarted_main_server_keeps_its_nodes(service, settings, tgtd, tmp_pa
     service.start_mainserver()
     service.wait_ready()
     assert service.client("list_all_images").stdout == before
+
+
+def test_a_nodes_macs_are_listed_and_belong_to_it_alone(service, settings, tgtd, tmp_path):
+    make_image_file(tmp_path / "golden.raw", 1024 * 1024)
+    assert service.client("import_image", "golden", str(tmp_path / "golden.raw")).returncode == 0
+    done = service.client("--json", "provision", "golden", "node-a", "--mac", "52:54:00:AA:00:01", "--mac",
+                          "52-54-00-aa-00-02")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["macs"] == ["52:54:00:aa:00:01", "52:54:00:aa:00:02"]
+    before = state_of(settings, tgtd)
+    done = service.client("provision", "golden", "node-b", "--mac", "52:54:00:aa:00:02")
+    assert (done.returncode, done.stdout) == (5, "")   # already exists
+    assert done.stderr == "mainclient: provision failed: MAC address 52:54:00:aa:00:02 belongs to node node-a\n"
+    assert state_of(settings, tgtd) == before
+    nodes = service.list_all_images()["nodes"]
+    assert [(n["node"], n["macs"]) for n in nodes] == [("node-a", ["52:54:00:aa:00:01", "52:54:00:aa:00:02"])]
+    assert service.client("detach_node", "node-a").returncode == 0
+    assert service.client("provision", "golden", "node-b", "--mac", "52:54:00:aa:00:02").returncode == 0

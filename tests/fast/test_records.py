@@ -7,7 +7,9 @@ import stat
 import pytest
 
 from bmi.files import write_private
-from bmi.nodes import READY, Backing, Changed, NodeExists, NodeRecord
+from bmi.errors import AlreadyExists, InUse
+from bmi.nodes import (DETACHING, EXPORTING, GONE, READY, TRANSITIONS, Backing, Changed, IllegalTransition,
+                       NodeRecord)
 from bmi.records import FileRecords
 
 
@@ -25,8 +27,8 @@ def records(tmp_path):
 
 def test_a_record_survives_a_restart_with_its_backing_store(records, tmp_path):
     added = records.add(a_record())
-    ready = records.save(added.changed(state=READY, gateway=None, backing=Backing("rbd", "pool/node.node-a",
-                                                                                   "conf=/c;id=bmi")))
+    exporting = records.move(added, EXPORTING, backing=Backing("rbd", "pool/node.node-a", "conf=/c;id=bmi"))
+    ready = records.move(exporting, READY, gateway=None)
     again = FileRecords(str(tmp_path / "nodes"))
     again.load()
     assert again.all() == [ready] and again.get("node-a").backing.bstype == "rbd"
@@ -38,21 +40,21 @@ def test_a_record_survives_a_restart_with_its_backing_store(records, tmp_path):
 
 def test_a_second_record_of_a_node_is_refused(records):
     records.add(a_record())
-    with pytest.raises(NodeExists, match="node node-a is being provisioned by gateway gw-a"):
+    with pytest.raises(InUse, match="node node-a is being provisioned by gateway gw-a"):
         records.add(a_record())
-    records.save(records.get("node-a").changed(state=READY))
-    with pytest.raises(NodeExists, match="node node-a is already provisioned"):
+    records.move(records.move(records.get("node-a"), EXPORTING), READY)
+    with pytest.raises(AlreadyExists, match="node node-a is already provisioned"):
         records.add(a_record())
 
 
 def test_a_change_from_an_old_version_is_refused(records):
     added = records.add(a_record())
-    records.save(added.changed(state=READY))
+    records.move(added, EXPORTING)
     with pytest.raises(Changed):
-        records.save(added.changed(state="detaching"))
+        records.move(added, EXPORTING)
     with pytest.raises(Changed):
         records.delete(added)
-    records.delete(records.get("node-a"))
+    records.delete(records.move(records.get("node-a"), DETACHING))
     assert records.all() == []
 
 
@@ -65,7 +67,7 @@ def test_a_record_that_cannot_be_written_leaves_nothing(records, tmp_path):
 
 def test_a_record_of_another_schema_is_refused_by_name(tmp_path):
     (tmp_path / "node-a.json").write_text(json.dumps({"node": "node-a", "schema": 99}))
-    with pytest.raises(ValueError, match="node-a.json: node record of schema 99; this server reads schema 1"):
+    with pytest.raises(ValueError, match="node-a.json: node record of schema 99; this server reads schemas 1 to 2"):
         FileRecords(str(tmp_path)).load()
 
 
@@ -82,3 +84,30 @@ def test_write_private_replaces_whole_or_links_only_a_new_file(tmp_path):
         write_private(path, "two\n", replace=False)
     write_private(path, "three\n")
     assert open(path).read() == "three\n" and os.listdir(tmp_path) == ["key"]
+
+
+def test_a_node_moves_only_between_the_states_its_transitions_allow(tmp_path):
+    """Walk every pair of states: the moves of nodes.TRANSITIONS hold, every other is refused and
+    changes nothing."""
+    states = [GONE] + [state for state in TRANSITIONS if state is not GONE]
+    for old in states:
+        for new in states:
+            if old is GONE and new is GONE:
+                continue
+            records = FileRecords(str(tmp_path / ("%s-%s" % (old, new))))
+            records.load()
+            record = records._create(a_record(state=old)) if old is not GONE else None   # a store in state old
+            allowed = new in TRANSITIONS[old]
+            try:
+                if old is GONE:
+                    records.add(a_record(state=new))
+                elif new is GONE:
+                    records.delete(record)
+                else:
+                    records.move(record, new)
+                moved = True
+            except IllegalTransition:
+                moved = False
+            assert moved == allowed, "%s -> %s" % (old, new)
+            current = records.get("node-a")
+            assert (current.state if current else GONE) == (new if allowed else old), "%s -> %s" % (old, new)

@@ -58,10 +58,15 @@ def test_tls_needs_a_certificate_and_a_ca():
 def test_scripts_get_only_the_settings_they_read():
     from bmi import runner
     settings = config.Settings()
-    assert set(runner.Script("storage", "file", settings).env) == {"PATH", "LC_ALL", "BMI_STATE_DIR"}
+    # import refuses the service's own files (the state directory, key, TLS files, audit log) and
+    # images above the cap: the storage scripts read where those are
+    refused = {"BMI_STATE_DIR", "BMI_KEY_FILE", "BMI_TLS_CERT", "BMI_TLS_KEY", "BMI_TLS_CA", "BMI_AUDIT_LOG",
+               "BMI_IMAGE_SIZE_CAP"}
+    assert set(runner.Script("storage", "file", settings).env) == {"PATH", "LC_ALL"} | refused
     assert set(runner.Script("storage", "rbd", settings).env) == {
-        "PATH", "LC_ALL", "BMI_CEPH_CONF", "BMI_CEPH_ID", "BMI_CEPH_POOL", "BMI_GATEWAY"}
-    assert set(runner.Script("target", "tgt", settings).env) == {"PATH", "LC_ALL", "BMI_TGT_CONTROL_PORT"}
+        "PATH", "LC_ALL", "BMI_CEPH_CONF", "BMI_CEPH_ID", "BMI_CEPH_POOL", "BMI_GATEWAY"} | refused
+    assert set(runner.Script("target", "tgt", settings).env) == {"PATH", "LC_ALL", "BMI_TGT_CONTROL_PORT",
+                                                                "BMI_TGT_PARAMETERS"}
 
 
 def program(name, *args):
