@@ -14,7 +14,7 @@ import threading
 import time
 
 from bmi import progress
-from bmi.errors import AlreadyExists, InUse, NotFound, Refused, ServiceError
+from bmi.errors import AlreadyExists, InUse, NotFound, Refused, ServiceError, Unavailable
 from config import ROOT
 
 # A server killed mid-operation must not leave a script finishing the operation on its own:
@@ -31,6 +31,10 @@ _PROGRESS = re.compile(r"^progress (\d+) (\d+)$")
 
 class CommandFailed(ServiceError):
     """A command failed; str() is what it said on stderr, in one line, for the user."""
+
+
+class NoAnswer(CommandFailed, Unavailable):
+    """A command ran out of its time (BMI_SCRIPT_TIMEOUT), or a copy out of progress, and was stopped."""
 
 
 # a script's exit code for a kind of refusal (scripts/README): raised as that kind
@@ -73,7 +77,7 @@ def run(args, timeout, env=None):
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _stop(proc)
-        raise CommandFailed("no answer within %g s (BMI_SCRIPT_TIMEOUT)" % timeout)
+        raise NoAnswer("no answer within %g s (BMI_SCRIPT_TIMEOUT)" % timeout)
     return _answer(args, proc, _text(out), _text(err))
 
 
@@ -91,7 +95,7 @@ def run_copy(args, stall, env=None):
             ready = streams.select(timeout=max(0.0, last_progress + stall - time.monotonic()))
             if not ready and time.monotonic() >= last_progress + stall:
                 _stop(proc)
-                raise CommandFailed("made no progress for %g s (BMI_STALL_TIMEOUT)" % stall)
+                raise NoAnswer("made no progress for %g s (BMI_STALL_TIMEOUT)" % stall)
             for key, _ in ready:
                 data = os.read(key.fileobj.fileno(), 65536)
                 if not data:
@@ -184,5 +188,5 @@ class Helper:
         proc, self._proc = self._proc, None
         if proc.poll() is None:   # late
             _stop(proc)
-            raise CommandFailed("no answer within %g s (BMI_SCRIPT_TIMEOUT)" % self._script.timeout)
+            raise NoAnswer("no answer within %g s (BMI_SCRIPT_TIMEOUT)" % self._script.timeout)
         raise CommandFailed(_one_line(_text(proc.stderr.read())) or "%s ended" % os.path.basename(self._script.path))

@@ -104,9 +104,7 @@ class Storage:
             try:
                 held = image in self._run("clean", image, *([node] if node else [])).split()
                 problem = "a killed writer still holds it"
-            except runner.CommandFailed as err:
-                if not str(err).startswith("no answer within"):
-                    raise
+            except runner.NoAnswer as err:
                 held, problem = True, str(err)
             if not held:
                 if waiting:

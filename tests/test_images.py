@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from bmi.errors import Unavailable
 from config import ROOT
 from testkit.daemons import wait_until
 from testkit.fixtures import state_of
@@ -161,7 +162,7 @@ def test_a_copy_that_makes_no_progress_is_stopped_and_taken_back(server_with, se
     import_thread = threading_call(lambda: main.import_image("big", str(big_random)), outcome)
     with frozen_copy(settings, "import"):
         import_thread.join(60)
-    assert [type(err) for err in outcome] == [RuntimeError]
+    assert [type(err) for err in outcome] == [Unavailable]   # audited: as the client gets it
     assert str(outcome[0]) == "made no progress for 2 s (BMI_STALL_TIMEOUT)"
     assert state_of(settings, tgtd) == before   # no partial image left
 
