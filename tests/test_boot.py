@@ -56,7 +56,7 @@ def test_a_booted_node_is_detached_only_by_force(service, settings, bootable, tg
     with boot(settings, "node-a", tmp_path) as vm:
         assert wait_for_marker(str(tmp_path / "node-a.serial"), "BMI-BOOT-ONE", BOOT_SECONDS, proc=vm)
         done = service.client("detach_node", "node-a")
-        assert done.returncode == 1
+        assert done.returncode == 6   # in use
         assert "node node-a is in use: iqn.2010-04.org.ipxe:" in done.stderr
         assert list(tgtd.targets().values()) == [settings.BMI_IQN_PREFIX + ":node-a"]
         done = service.client("detach_node", "--force", "node-a")
