@@ -204,6 +204,8 @@ SETTINGS = {setting.name: setting for setting in [
     Setting("BMI_DHCP_RANGE", "", pattern(r"([0-9]{1,3}(\.[0-9]{1,3}){3})?(,[0-9]{1,3}(\.[0-9]{1,3}){3}){0,2}",
                                           "IPv4 addresses separated by ','"),
             "boot service: full: START,END[,NETMASK] of the nodes' addresses; proxy: the subnet, NETWORK[,NETMASK]"),
+    Setting("BMI_DHCP_NETNS", "", pattern(r"([A-Za-z0-9._-]{1,64})?", "a network namespace's name"),
+            "boot service: the network namespace BMI_DHCP_INTERFACE is in, where dnsmasq runs (empty: the host's)"),
     Setting("BMI_BOOT_DIR", "/var/lib/bmi-boot", non_empty,
             "boot service: what dnsmasq serves (outside BMI_STATE_DIR, which dnsmasq's user cannot enter)"),
 ]}

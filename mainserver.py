@@ -11,6 +11,7 @@ import config
 from bmi import logs, names, progress, pyrosetup, runner
 from bmi.audit import AuditLog, audited
 from bmi.bootscripts import BootScripts
+from bmi.bootservice import boot_service_for
 from bmi.errors import BadInput, InUse, NotFound, Refused, ServiceError
 from bmi.exports import Exports
 from bmi.gateways import Gateways
@@ -53,8 +54,9 @@ class MainServer:
         self._gateways = Gateways(self._records, self.settings.BMI_GATEWAY, self.settings.BMI_PEER_TIMEOUT)
         self._boot_scripts = BootScripts(os.path.join(self.settings.BMI_STATE_DIR, "boot"))
         self._locks = NamedLocks()
+        self._boot_service = boot_service_for(self.settings)
         self._exports = Exports(self.settings, self._target, self._boot_scripts, self._gateways, self._records,
-                                self._locks)
+                                self._locks, self._boot_service)
         self._recovery = Recovery(self._records, self._storage, self._exports, self._gateways, self._locks)
         self.audit_log = AuditLog(self.settings.BMI_AUDIT_LOG)   # written by @audited
         self._lock_files = []      # held while the server runs: its state directory and its tgtd are its own
@@ -81,6 +83,8 @@ class MainServer:
         warn_of_a_boot_portal_nodes_cannot_reach(self.settings.BMI_BOOT_PORTAL)
         self.audit_log.open()
         self._boot_scripts.open()
+        if self._boot_service is not None:
+            self._boot_service.open()
         self._records.load()
         self._records.put_gateway(GatewayRecord(self._gateways.name, self.settings.BMI_ISCSI_PORTAL,
                                                 self.settings.BMI_BOOT_PORTAL, str(self.uri) if self.uri else None))
@@ -268,9 +272,12 @@ class MainServer:
                 problem.report(err)
 
     def reconcile(self):
-        """One round of keep_targets_exported."""
-        self._recovery.finish()
-        self._exports.bring_in_line()
+        """One round of keep_targets_exported: a node that cannot be taken away yet keeps no other
+        from being exported."""
+        try:
+            self._recovery.finish()
+        finally:
+            self._exports.bring_in_line()
 
     def _tidy_up(self, images):
         """In the background, what a crash left: its half-done nodes (which may wait for a killed

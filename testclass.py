@@ -78,7 +78,7 @@ def test_provision_exports_a_clone_and_writes_the_boot_script(server, settings, 
     record = node_record(settings, "node-a")
     host, port = settings.BMI_BOOT_PORTAL.split(":")
     with open(boot_script) as f:
-        assert f.read() == ("#!ipxe\ndhcp\nset username node-a\nset password %s\nsanboot iscsi:%s::%s:1:%s\n"
+        assert f.read() == ("#!ipxe\nisset ${ip} || dhcp\nset username node-a\nset password %s\nsanboot iscsi:%s::%s:1:%s\n"
                             % (record["chap_secret"], host, port, iqn))
     assert os.stat(boot_script).st_mode & 0o777 == 0o600
     assert read_lun(lun_url(settings, "node-a"), tmp_path / "back.raw") == golden

@@ -16,12 +16,18 @@ class BootScripts:
         return os.path.join(self.directory, node + ".ipxe")
 
     def write(self, record, portals):
+        """Write the node's script (text). Mode 0600: it holds the node's CHAP secret."""
+        write_private(self.path(record.node), self.text(record, portals), sync=False)
+
+    @staticmethod
+    def text(record, portals):
         """The script that logs the node in with its CHAP account and boots LUN 1 of its target, at
         whichever of the portals (HOST:PORT, one a gateway) answers: iPXE's sanboot takes several
-        URIs of one disk (multipath). Mode 0600: it holds the node's CHAP secret."""
+        URIs of one disk (multipath). iPXE that got the script by DHCP has its address already (a
+        second DHCP under UEFI's SNP waits for answers that never come): it asks only when it has none."""
         uris = ["iscsi:%s::%s:1:%s" % (*portal.rsplit(":", 1), record.iqn) for portal in portals]
-        write_private(self.path(record.node), "#!ipxe\ndhcp\nset username %s\nset password %s\nsanboot %s\n"
-                      % (record.chap_user, record.chap_secret, " ".join(uris)), sync=False)
+        return "#!ipxe\nisset ${ip} || dhcp\nset username %s\nset password %s\nsanboot %s\n" % (
+            record.chap_user, record.chap_secret, " ".join(uris))
 
     def remove(self, node):
         try:

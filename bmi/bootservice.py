@@ -32,7 +32,6 @@ import argparse
 import ipaddress
 import os
 import pwd
-import re
 import shutil
 import signal
 import subprocess
@@ -41,6 +40,7 @@ import tempfile
 import threading
 
 from bmi.files import remove_partials
+from bmi.names import check_mac, check_node
 
 IPXE_DIR = "/usr/lib/ipxe"                            # Debian's package ipxe
 LOADERS = ("undionly.kpxe", "ipxe.efi", "snponly.efi")
@@ -49,25 +49,9 @@ SCRIPT = "boot.ipxe"                                  # the name iPXE asks for, 
 USER = "dnsmasq"                                      # Debian's dnsmasq-base makes it
 TABLE = "bmi_boot"                                    # nftables: table inet bmi_boot, its set "macs"
 LEASE_TIME = "1h"
-MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
-NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")      # what a hosts/ file's comment can hold
-
-
-def mac_address(text):
-    """A MAC address as dnsmasq's dhcp-host takes it (52:54:00:12:34:56), from that or
-    52-54-00-12-34-56 in any case; ValueError unless it is one interface's (not a group address)."""
-    value = text.strip().lower() if isinstance(text, str) else ""
-    if not MAC.fullmatch(value):
-        raise ValueError("not a MAC address: %r" % (text,))
-    value = value.replace("-", ":")
-    if int(value[:2], 16) & 1:
-        raise ValueError("not the MAC address of one interface (a group address): %s" % value)
-    return value
-
-
 def mac_directory(mac):
     """dnsmasq's name for a MAC (its TFTP root, its file in hosts/): 52-54-00-12-34-56."""
-    return mac_address(mac).replace(":", "-")
+    return check_mac(mac).replace(":", "-")
 
 
 def dhcp_range(settings):
@@ -82,9 +66,9 @@ def dhcp_range(settings):
     return "%s,proxy,%s" % (network, netmask)
 
 
-def config_text(settings, log="-"):
+def config_text(settings):
     """dnsmasq's configuration for the settings (BMI_DHCP_MODE proxy or full, BMI_DHCP_INTERFACE,
-    BMI_DHCP_RANGE, BMI_BOOT_DIR); log: a file, or "-" for standard error (the journal)."""
+    BMI_DHCP_RANGE, BMI_BOOT_DIR). It logs to standard error: the journal, or the tests' file."""
     if settings.BMI_DHCP_MODE not in ("proxy", "full"):
         raise ValueError("BMI_DHCP_MODE is %s: no boot service" % settings.BMI_DHCP_MODE)
     top = settings.BMI_BOOT_DIR
@@ -98,7 +82,7 @@ def config_text(settings, log="-"):
         "user=%s" % USER,
         "pid-file=%s" % os.path.join(top, "dnsmasq.pid"),
         "dhcp-leasefile=%s" % os.path.join(top, "dnsmasq.leases"),
-        "log-facility=%s" % log,
+        "log-facility=-",
         "log-dhcp",
         "dhcp-range=%s" % dhcp_range(settings),
         "# only published MACs (a file each in hosts/) get an answer",
@@ -198,10 +182,10 @@ class BootService:
             _run(self.command("nft", "-f", "-"), self.ruleset(sorted(self.published())))
         return self
 
-    def write_config(self, log="-"):
+    def write_config(self):
         """Write dnsmasq.conf (config_text) and return its path."""
         path = os.path.join(self.top, "dnsmasq.conf")
-        _write(path, config_text(self.settings, log), 0, 0o644)
+        _write(path, config_text(self.settings), 0, 0o644)
         return path
 
     def published(self):
@@ -212,15 +196,14 @@ class BootService:
                 with open(os.path.join(self.hosts, name)) as f:
                     first = f.readline().split()
                 if first[:2] == ["#", "node"] and len(first) == 3:
-                    found[mac_address(name)] = first[2]
+                    found[check_mac(name)] = first[2]
         return found
 
     def publish(self, node, macs, script_text):
         """Serve script_text as node's boot script to macs, and to them only (the node's other MACs
         are withdrawn). ValueError, changing nothing, if one of them is another node's."""
-        if not isinstance(node, str) or not NODE.fullmatch(node):
-            raise ValueError("not a node name: %r" % (node,))
-        macs = sorted({mac_address(mac) for mac in macs})
+        check_node(node)
+        macs = sorted({check_mac(mac) for mac in macs})
         with self._lock:
             owners = self.published()
             taken = ["%s (node %s)" % (mac, owners[mac]) for mac in macs if owners.get(mac, node) != node]
@@ -288,20 +271,40 @@ class BootService:
             _run(self.command("nft", verb, "element", "inet", TABLE, "macs", "{ %s }" % ", ".join(macs)))
 
 
+def boot_service_for(settings):
+    """The BootService of the settings, or None with BMI_DHCP_MODE=off. With BMI_DHCP_NETNS, its
+    nftables commands run in that network namespace, where dnsmasq's interface is."""
+    if settings.BMI_DHCP_MODE == "off":
+        return None
+    netns = settings.BMI_DHCP_NETNS
+    return BootService(settings, command=(lambda *args: ["ip", "netns", "exec", netns, *args]) if netns else None)
+
+
 def main(argv=None):
-    """python -m bmi.bootservice --write-config: what a bmi-dnsmasq.service runs before dnsmasq."""
+    """python -m bmi.bootservice --write-config | --run: the boot service's files, and its dnsmasq
+    (systemd/bmi-dnsmasq.service runs --run)."""
     import config
     parser = argparse.ArgumentParser(prog="bmi.bootservice", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write-config", action="store_true", required=True,
-                        help="make BMI_BOOT_DIR, its loaders, the nftables set and dnsmasq.conf")
-    parser.parse_args(argv)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--write-config", action="store_true",
+                      help="make BMI_BOOT_DIR, its loaders, the nftables set and dnsmasq.conf")
+    what.add_argument("--run", action="store_true",
+                      help="that, then become dnsmasq on it, in the foreground, logging to standard error")
+    run = parser.parse_args(argv).run
     try:
-        service = BootService(config.Settings()).open()
-        print(service.write_config())
+        settings = config.Settings()
+        if settings.BMI_DHCP_MODE == "off":
+            raise ValueError("BMI_DHCP_MODE is off: no boot service")
+        service = boot_service_for(settings).open()
+        conf = service.write_config()
+        if not run:
+            print(conf)
+            return 0
+        command = service.command("dnsmasq", "--keep-in-foreground", "--conf-file=" + conf)
+        os.execvp(command[0], command)   # the same pid: systemd and the tests stop dnsmasq by it
     except (ValueError, OSError, RuntimeError, KeyError) as err:
         print("bmi.bootservice: %s" % err, file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ def check_path(path):
 def check_mac(mac):
     """A network card's MAC address (52:54:00:12:34:56, or with '-', any case), as the service keeps
     it; a group (multicast) address is no card's."""
-    value = mac.strip().lower().replace("-", ":") if isinstance(mac, str) else None
+    value = mac.strip().lower() if isinstance(mac, str) else None
+    if value is not None and re.fullmatch(MAC_FORM.replace(":", "-"), value):
+        value = value.replace("-", ":")
     if value is None or not re.fullmatch(MAC_FORM, value):
         raise BadInput("invalid MAC address %r: it must be six bytes in hex, as 52:54:00:12:34:56" % (mac,))
     if int(value[:2], 16) & 1:

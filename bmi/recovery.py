@@ -59,15 +59,24 @@ class Recovery:
         log.error("cannot take %s away yet (reconciling goes on trying): %s", node, err)
 
     def finish(self):
-        """Take away every unfinished node that is still this gateway's to finish."""
+        """Take away every unfinished node that is still this gateway's to finish. One that fails is
+        left for the next round, and the others are tried; then the first failure is raised."""
+        failures = []
         with self._finishing:
             for node in sorted(self._unfinished):
                 with self._locks.hold("node:" + node):
                     record = self._records.get(node)
-                    if record is not None and self._left_here(record):
-                        log.info("%s was left %s: taking it away", node, record.state)
-                        self.take_away(record)
+                    try:
+                        if record is not None and self._left_here(record):
+                            log.info("%s was left %s: taking it away", node, record.state)
+                            self.take_away(record)
+                    except Exception as err:
+                        log.error("cannot take %s away yet: %s", node, err)
+                        failures.append(err)
+                        continue
                     self._unfinished.discard(node)
+        if failures:
+            raise failures[0]
 
     def finish_for(self, gateway):
         """Take away what a gateway that is gone for good left half done."""

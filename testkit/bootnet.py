@@ -33,7 +33,8 @@ import time
 
 import config
 from config import ROOT
-from bmi.bootservice import BootService
+from bmi.bootservice import boot_service_for
+from testkit.console import Console
 from testkit.daemons import require, require_command, wait_until
 from testkit.netns import Network, ip
 
@@ -211,7 +212,8 @@ class BootNetwork:
             "BMI_DHCP_MODE": mode, "BMI_DHCP_INTERFACE": "eth0",
             "BMI_DHCP_RANGE": ("%s.100,%s.199,255.255.255.0" % (self.subnet, self.subnet) if mode == "full"
                                else "%s.0,255.255.255.0" % self.subnet),
-            "BMI_BOOT_DIR": os.path.join(self._served, "boot")}
+            "BMI_BOOT_DIR": os.path.join(self._served, "boot"), "BMI_DHCP_NETNS": self.gateway.namespace,
+            "BMI_BOOT_PORTAL": self.portal}
 
     def __enter__(self):
         return self
@@ -226,9 +228,7 @@ class BootNetwork:
 
     def boot_service(self, base=None):
         """A BootService on this network's settings, whose nftables set lives in the gateway."""
-        service = BootService(self.settings(base), command=self.gateway.command)
-        service.open()
-        return service
+        return boot_service_for(self.settings(base)).open()
 
     def host(self, name, mac=None):
         """Another host on the network; mac: its eth0's MAC address (a node's, say)."""
@@ -240,15 +240,16 @@ class BootNetwork:
     # --- daemons, each stopped by its pid ---
 
     def start_dnsmasq(self, service):
-        """bmi's dnsmasq in the gateway, on service's configuration, logging to dnsmasq.log."""
+        """bmi's dnsmasq in the gateway, on service's settings, as bmi-dnsmasq.service runs it
+        (python -m bmi.bootservice --run); its log (standard error) in dnsmasq.log."""
         self.log = os.path.join(self.workdir, "dnsmasq.log")
-        conf = service.write_config(log=self.log)
-        self.dnsmasq = self.gateway.popen("dnsmasq", "--keep-in-foreground", "--conf-file=" + conf,
-                                          stdout=subprocess.DEVNULL, stderr=open(self.log + ".stderr", "wb"))
+        self.dnsmasq = subprocess.Popen([sys.executable, "-m", "bmi.bootservice", "--run"], cwd=ROOT,
+                                        env=dict(os.environ, **service.settings.environment()),
+                                        stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))
         wait_until(lambda: self.dnsmasq.poll() is not None or service.dnsmasq_pid() == self.dnsmasq.pid,
                    10, "dnsmasq start")
         if self.dnsmasq.poll() is not None:
-            raise RuntimeError("dnsmasq exited: %s" % open(self.log + ".stderr").read()[-2000:])
+            raise RuntimeError("dnsmasq exited: %s" % self.dnsmasq_log()[-2000:])
         wait_until(lambda: "started, version" in self.dnsmasq_log(), 10, "dnsmasq's log")
         return self.dnsmasq
 
@@ -348,6 +349,33 @@ class BootNetwork:
         for directory in (self._private, self._served):
             shutil.rmtree(directory, ignore_errors=True)
         self.network.close()
+
+
+class OSNode:
+    """A VM of the network that boots the test OS (testkit/osimage.py), with its serial console to
+    type at (testkit/console.py)."""
+
+    def __init__(self, net, mac, firmware, boot_seconds=300):
+        self.boot_seconds = boot_seconds
+        self.vm = net.vm(mac, firmware, reboot=True, max_runtime=3 * boot_seconds)
+        self.console = Console(self.vm.files["console"], self.vm.files["serial"])
+
+    def reach_root(self, since=0):
+        """Wait for the initramfs's line (BMI-ROOT source=... fstype=... iscsi=IQN), then the shell;
+        return that line's words as a dict."""
+        line = self.console.wait_for_log("BMI-ROOT ", self.boot_seconds, proc=self.vm.proc, since=since)
+        self.console.wait_prompt()
+        return dict(word.split("=", 1) for word in line.split()[1:])
+
+    def reboot(self):
+        since = len(self.console.log())
+        self.console.send("reboot -f")
+        return self.reach_root(since)
+
+    def power_off(self):
+        self.console.send("poweroff -f")
+        wait_until(lambda: self.vm.proc.poll() is not None, 60, "the node powers off")
+        self.console.close()
 
 
 def ip_netns(namespace, *args):

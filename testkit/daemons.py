@@ -15,6 +15,7 @@ IN_CI = os.environ.get("CI") == "true"
 # call at a time, so they bound the queue depth that reaches Ceph; 8 keeps 4 KiB reads at QD16 above
 # 0.6 of qemu's librbd, and waiting threads cost no CPU (README, Benchmark).
 TGTD_IO_THREADS = "8"
+TGTD_NOP = ",nop_interval=5,nop_count=3"   # as systemd/bmi-tgtd.service: a powered-off node's session goes in 15 s
 
 
 class Missing(RuntimeError):
@@ -82,7 +83,7 @@ class Tgtd:
         for control in [self.control] if self.control else random.sample(range(1000, 32768), 5):
             with open(self.log_path, "ab") as log:
                 command = ["tgtd", "-f", "-C", str(control), "--nr_iothreads", TGTD_IO_THREADS,
-                           "--iscsi", "portal=" + self.portal]
+                           "--iscsi", "portal=" + self.portal + TGTD_NOP]
                 self.proc = subprocess.Popen(self.host.command(*command) if self.host else command,
                                              stdout=log, stderr=subprocess.STDOUT)
             self.control = control

@@ -474,4 +474,6 @@ def build_os_image(path, size=1 << 30, firmware="both", fmt="raw", cmdline=CMDLI
 if __name__ == "__main__":
     import sys
 
-    print(json.dumps(build_os_image(sys.argv[1], *(int(a) for a in sys.argv[2:3])), indent=1))
+    # python3 -m testkit.osimage PATH [SIZE]: qcow2 if PATH ends in .qcow2, else raw
+    print(json.dumps(build_os_image(sys.argv[1], *(int(a) for a in sys.argv[2:3]),
+                                    fmt="qcow2" if sys.argv[1].endswith(".qcow2") else "raw"), indent=1))

@@ -13,7 +13,8 @@ import types
 import pytest
 
 import config
-from bmi.bootservice import LOADERS, SCRIPT, BootService, config_text, mac_address, mac_directory
+from bmi.bootservice import LOADERS, SCRIPT, BootService, config_text, mac_directory
+from bmi.names import check_mac
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 MAC_A, MAC_B, MAC_C = "52:54:00:12:34:56", "52:54:00:12:34:57", "52:54:00:12:34:58"
@@ -28,7 +29,7 @@ def settings(mode="full", dhcp_range="198.18.0.100,198.18.0.199", top="/var/lib/
     ("52:54:00:12:34:56", "52:54:00:12:34:56"), ("52-54-00-AB-cd-EF", "52:54:00:ab:cd:ef"),
     (" 52:54:00:12:34:56\n", "52:54:00:12:34:56")])
 def test_a_mac_address_as_dnsmasq_takes_it(text, mac):
-    assert mac_address(text) == mac
+    assert check_mac(text) == mac
     assert mac_directory(text) == mac.replace(":", "-")
 
 
@@ -37,7 +38,7 @@ def test_a_mac_address_as_dnsmasq_takes_it(text, mac):
                                   "../52-54-00-12-34-56", "01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", None, 525400123456])
 def test_what_is_not_one_interfaces_mac_address(text):
     with pytest.raises(ValueError):
-        mac_address(text)
+        check_mac(text)
 
 
 def lines(text):
@@ -45,8 +46,8 @@ def lines(text):
 
 
 def test_full_dhcp_configuration():
-    conf = lines(config_text(settings("full", "198.18.0.100,198.18.0.199,255.255.254.0"), log="/tmp/d.log"))
-    for line in ("port=0", "interface=eth1", "bind-dynamic", "user=dnsmasq", "log-facility=/tmp/d.log",
+    conf = lines(config_text(settings("full", "198.18.0.100,198.18.0.199,255.255.254.0")))
+    for line in ("port=0", "interface=eth1", "bind-dynamic", "user=dnsmasq", "log-facility=-",
                  "dhcp-range=198.18.0.100,198.18.0.199,255.255.254.0,1h",
                  "dhcp-hostsdir=/var/lib/bmi-boot/hosts", "dhcp-ignore=tag:!known",
                  "dhcp-match=set:bios,option:client-arch,0", "dhcp-match=set:efi64,option:client-arch,7",

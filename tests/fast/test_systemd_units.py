@@ -13,7 +13,7 @@ def test_the_installed_units_verify_clean(tmp_path):
     assert done.returncode == 0, done.stderr
     units = sorted(str(path) for path in (tmp_path / "etc" / "systemd" / "system").iterdir())
     assert [os.path.basename(unit) for unit in units] == [
-        "bmi-mainserver.service", "bmi-nameserver.service", "bmi-tgtd.service"]
+        "bmi-dnsmasq.service", "bmi-mainserver.service", "bmi-nameserver.service", "bmi-tgtd.service"]
     for unit in units:
         text = open(unit).read()
         assert "@ROOT@" not in text and (ROOT in text or "tgtd" in unit)
