@@ -15,6 +15,12 @@ from bmi.files import write_private
 
 _hmac_key = None
 MIN_KEY_BYTES = 16
+# What a server reads of one message (checked from its header, before the body is read and before
+# its HMAC is): every call's arguments are names and paths. Clients take larger answers (listings).
+SERVER_MESSAGE_BYTES = 1 << 20
+# A new connection has this long to say who it is (its first message carries the HMAC): one that
+# connects and says nothing gives its worker thread back then.
+HANDSHAKE_SECONDS = 5
 
 
 def configure(settings, create_key=False, timeout=None):
@@ -27,6 +33,7 @@ def configure(settings, create_key=False, timeout=None):
     Pyro4.config.SERIALIZERS_ACCEPTED = {"serpent", "json"}
     Pyro4.config.SOCK_REUSE = True   # a restarted server binds its port again at once
     Pyro4.config.THREADPOOL_SIZE = settings.BMI_THREADPOOL_SIZE
+    Pyro4.config.MAX_MESSAGE_SIZE = SERVER_MESSAGE_BYTES if create_key else 0
     if settings.BMI_TLS_CERT:
         # Pyro4's own contexts trust the system's CAs too, and handshake in the accepting thread
         Pyro4.socketutil.getSSLcontext = _ssl_context
@@ -159,11 +166,31 @@ def advertised(advertise, listen_host, setting, reach=None):
     return address, 0
 
 
+class _HandshakeInTime:
+    """A Pyro4 daemon whose connections have HANDSHAKE_SECONDS for their handshake. A connection
+    refused for want of a worker thread is closed at once: the accepting thread that refuses it
+    would otherwise wait for its first message."""
+
+    def _handshake(self, conn, denied_reason=None):
+        if denied_reason:
+            conn.close()
+            return False
+        conn.sock.settimeout(HANDSHAKE_SECONDS)
+        try:
+            return super()._handshake(conn)
+        finally:
+            conn.sock.settimeout(Pyro4.config.COMMTIMEOUT or None)
+
+
+class _Daemon(_HandshakeInTime, Pyro4.Daemon):
+    pass
+
+
 def daemon(settings):
     host, port = settings.BMI_SERVER_HOST, settings.BMI_SERVER_PORT
     nathost, natport = advertised(settings.BMI_SERVER_ADVERTISE, host, "BMI_SERVER_ADVERTISE",
                                   (settings.BMI_NS_HOST, settings.BMI_NS_PORT))
-    server = _listening(lambda: Pyro4.Daemon(host=host, port=port, nathost=nathost, natport=natport),
+    server = _listening(lambda: _Daemon(host=host, port=port, nathost=nathost, natport=natport),
                         host, port, "BMI_SERVER_PORT")
     server._pyroHmacKey = _hmac_key
     return server
@@ -174,10 +201,13 @@ def start_name_server(settings):
     import Pyro4.naming   # here: the client, whose start-up time counts, does not need it
     host, port = settings.BMI_NS_HOST, settings.BMI_NS_PORT
     nathost, natport = advertised(settings.BMI_NS_ADVERTISE, host, "BMI_NS_ADVERTISE")
-    uri, name_server, _ = _listening(lambda: Pyro4.naming.startNS(host, port, enableBroadcast=False, hmac=_hmac_key,
-                                                                  nathost=nathost, natport=natport),
-                                     host, port, "BMI_NS_PORT")
-    return uri, name_server
+
+    class NameServerDaemon(_HandshakeInTime, Pyro4.naming.NameServerDaemon):
+        pass
+    name_server = _listening(lambda: NameServerDaemon(host, port, nathost=nathost, natport=natport),
+                             host, port, "BMI_NS_PORT")
+    name_server._pyroHmacKey = _hmac_key
+    return name_server.uriFor(name_server.nameserver), name_server
 
 
 def serve(daemon, uri, log):

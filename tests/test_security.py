@@ -21,7 +21,8 @@ import Pyro4.util
 import pytest
 
 
-from testkit.daemons import free_port, require_command
+from bmi import pyrosetup
+from testkit.daemons import free_port, require_command, wait_until
 from testkit.images import make_image_file
 from testkit.initiator import node_record
 from testkit.service import Service, audit_lines, detach_every_node, variant
@@ -255,6 +256,55 @@ def test_an_idle_connection_does_not_hold_up_other_clients(settings, tmp_path, r
                 assert answers_within(service, 20), "one idle connection holds up the %s" % server
     finally:
         service.stop()
+
+
+def rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) / 1024
+
+
+@file_only
+def test_connections_that_do_not_say_who_they_are_give_way_within_the_handshake_time(settings, tmp_path):
+    """Twice the thread pool's idle connections: the ones that took a worker are closed after
+    HANDSHAKE_SECONDS, the others at once, and then an authenticated client is served."""
+    settings = variant(settings, BMI_THREADPOOL_SIZE=8)
+    service = Service(settings, str(tmp_path))
+    service.start()
+    try:
+        for server, port in (("name server", settings.BMI_NS_PORT), ("main server", settings.BMI_SERVER_PORT)):
+            idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]
+            try:
+                started = time.monotonic()
+                # refused while they hold every worker, then served
+                wait_until(lambda: answers_within(service, 10), pyrosetup.HANDSHAKE_SECONDS + 15,
+                           "the %s, after 16 idle connections" % server)
+                for sock in idle:   # each closed by the server (after a refusal, maybe): reads end
+                    sock.settimeout(pyrosetup.HANDSHAKE_SECONDS + 5)
+                    while sock.recv(65536):
+                        pass
+                assert time.monotonic() - started < pyrosetup.HANDSHAKE_SECONDS + 15
+            finally:
+                for sock in idle:
+                    sock.close()
+    finally:
+        service.stop()
+
+
+@file_only
+def test_a_huge_message_without_the_key_is_refused_from_its_header(service, settings):
+    """A 100 MiB message is refused by its declared size before its body is read: the main server
+    does not grow by it."""
+    before = rss_mb(service.mainserver.pid)
+    message = Pyro4.message.Message(Pyro4.message.MSG_CONNECT, b"\0" * (100 << 20),
+                                    Pyro4.util.get_serializer("serpent").serializer_id, 0, 0)
+    with socket.create_connection(("127.0.0.1", settings.BMI_SERVER_PORT)) as sock:
+        sock.settimeout(30)
+        with pytest.raises(OSError):   # reset or broken pipe once the server has read the header
+            sock.sendall(message.to_bytes())
+            sock.recv(1)
+            sock.sendall(b"\0" * 65536)
+    assert rss_mb(service.mainserver.pid) < before + 20
+    assert answers_within(service, 20)
 
 
 # --- CHAP, a user and secret for each node -------------------------------------------------------
