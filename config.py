@@ -197,6 +197,9 @@ SETTINGS = {setting.name: setting for setting in [
     Setting("BMI_CEPH_ID", "admin", pattern(r"[A-Za-z0-9._-]+", "a cephx client id"), "rbd backend: cephx client id"),
     Setting("BMI_CEPH_POOL", "rbd", pattern(r"[A-Za-z0-9._-]+", "a pool name"),
             "rbd backend: pool of the images and node disks"),
+    Setting("BMI_CEPH_TIMEOUT", "30", integer(1, 3600),
+            "rbd backend: whole seconds one Ceph operation may take before it fails rather than hangs "
+            "(rados_osd_op_timeout, rados_mon_op_timeout, client_mount_timeout of every Ceph client bmi-rpc runs)"),
     Setting("BMI_DHCP_MODE", "off", pattern(r"off|proxy|full", "off, proxy or full"),
             "boot service (dnsmasq, README: Booting real nodes): off, proxy (beside the site's DHCP) or full DHCP"),
     Setting("BMI_DHCP_INTERFACE", "", pattern(r"([A-Za-z0-9._@-]{1,15})?", "a network interface's name"),

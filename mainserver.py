@@ -15,7 +15,8 @@ from bmi.bootservice import boot_service_for
 from bmi.errors import BadInput, InUse, NotFound, Refused, ServiceError
 from bmi.exports import Exports
 from bmi.gateways import Gateways
-from bmi.locks import HeldElsewhere, NamedLocks, hold_lock_file
+from bmi.imageholds import DELETE, SNAPSHOT, ImageHolds
+from bmi.locks import Busy, HeldElsewhere, NamedLocks, hold_lock_file
 from bmi.logs import RecurringProblem
 from bmi.nodes import DETACHING, EXPORTING, READY, GatewayRecord, NodeRecord
 from bmi.records import records_for
@@ -54,6 +55,9 @@ class MainServer:
         self._gateways = Gateways(self._records, self.settings.BMI_GATEWAY, self.settings.BMI_PEER_TIMEOUT)
         self._boot_scripts = BootScripts(os.path.join(self.settings.BMI_STATE_DIR, "boot"))
         self._locks = NamedLocks()
+        # across gateways: a provision waits out another's delete of its image for as long as the
+        # delete's own commands may take
+        self._image_holds = ImageHolds(self._records, self.settings.BMI_GATEWAY, 2 * self.settings.BMI_SCRIPT_TIMEOUT)
         self._boot_service = boot_service_for(self.settings)
         self._exports = Exports(self.settings, self._target, self._boot_scripts, self._gateways, self._records,
                                 self._locks, self._boot_service)
@@ -86,6 +90,7 @@ class MainServer:
         if self._boot_service is not None:
             self._boot_service.open()
         self._records.load()
+        self._records.let_go_images(self._gateways.name)   # what a killed delete or snapshot of this gateway held
         self._records.put_gateway(GatewayRecord(self._gateways.name, self.settings.BMI_ISCSI_PORTAL,
                                                 self.settings.BMI_BOOT_PORTAL, str(self.uri) if self.uri else None))
         self._recovery.load()
@@ -130,6 +135,7 @@ class MainServer:
                 node=node, image=image, iqn=self._target.iqn(node), chap_user=node, macs=macs,
                 chap_secret=secrets.token_urlsafe(12), gateway=self._gateways.name))   # a crash is undone from here on
             try:
+                self._image_holds.wait_for_delete(image)   # the record first: a delete from now on sees it
                 record = self._records.move(record, EXPORTING, backing=self._storage.clone(image, node))
                 others = self._gateways.sync_node_meanwhile(node)   # they export it meanwhile
                 try:
@@ -140,7 +146,7 @@ class MainServer:
             except Exception:
                 self._recovery.take_away(record, later=True)
                 raise
-        return self._describe(record, {name: answer and answer["exported"] for name, answer in answers.items()})
+        return self._describe(record, answers)
 
     @Pyro4.expose
     @audited
@@ -167,7 +173,7 @@ class MainServer:
     def create_snapshot(self, node, snapshot):
         names.check_node(node)
         names.check_image(snapshot)
-        with self._locks.hold("node:" + node, "image:" + snapshot):
+        with self._locks.hold("node:" + node, "image:" + snapshot), self._image_holds.hold(snapshot, SNAPSHOT):
             self._ready_record(node)
             self._storage.snapshot(node, snapshot)
         return {"node": node, "image": snapshot}
@@ -176,7 +182,9 @@ class MainServer:
     @audited
     def delete_image(self, image):
         names.check_image(image)
-        with self._locks.hold("image:" + image):   # provisions of the image hold it shared
+        # provisions of the image hold it shared here, and by their node records at every gateway:
+        # the hold first, then the records (bmi/imageholds.py)
+        with self._locks.hold("image:" + image), self._image_holds.hold(image, DELETE):
             nodes = sorted(r.node for r in self._records.all() if r.image == image)
             if nodes:
                 raise InUse("image %s is in use: node%s %s provisioned from it; detach %s first"
@@ -226,10 +234,16 @@ class MainServer:
 
     @Pyro4.expose
     def sync_node(self, node):
-        """Bring this gateway's export of node in line with its record now: {"exported": bool}."""
+        """Bring this gateway's export of node in line with its record now: {"exported": bool}; or,
+        while an operation of this gateway holds the node (which may be the caller's peer call that
+        waits for this one), {"exported": None, "busy": True}: reconciling brings it in line once that
+        ends. A peer call never waits out its caller."""
         names.check_node(node)
-        with self._locks.hold("node:" + node):
-            return {"exported": self._exports.sync(node)}
+        try:
+            with self._locks.hold("node:" + node, timeout=self.settings.BMI_PEER_TIMEOUT / 4):
+                return {"exported": self._exports.sync(node)}
+        except Busy:
+            return {"exported": None, "busy": True}
 
     @Pyro4.expose
     def logged_in(self, node):
@@ -321,14 +335,15 @@ class MainServer:
         self._gateways.sync_node(detaching.node)
         raise err
 
-    def _describe(self, record, others):
-        """The result of a provision: where the node is exported, and which gateways did not answer."""
+    def _describe(self, record, answers):
+        """The result of a provision: where the node is exported, and which gateways did not answer
+        (answers: the other gateways' to sync_node; one that was busy with the node exports it soon)."""
         portals = {g.name: g.boot_portal for g in self._gateways.all()}
         exporting = {self._gateways.name: self.settings.BMI_BOOT_PORTAL}
-        exporting.update({name: portals[name] for name, exported in others.items() if exported})
+        exporting.update({name: portals[name] for name, answer in answers.items() if answer and answer["exported"]})
         return {"node": record.node, "image": record.image, "iqn": record.iqn, "macs": list(record.macs),
                 "portal": self.settings.BMI_ISCSI_PORTAL, "portals": exporting, "lun": LUN,
-                "down": sorted(name for name, exported in others.items() if not exported),
+                "down": sorted(name for name, answer in answers.items() if answer is None),
                 "boot_script": self._boot_scripts.path(record.node)}
 
 

@@ -328,3 +328,28 @@ def test_two_rounds_of_finishing_at_once_both_end_well(server, settings, golden,
         thread.join(60)
     assert failures == []
     assert state_of(settings, tgtd) == empty
+
+
+def test_a_peers_sync_of_a_node_held_here_answers_busy_instead_of_waiting(server, settings, golden):
+    """Another gateway's operation may wait for this answer while this gateway's operation on the
+    node waits for that one: the answer comes within a quarter of BMI_PEER_TIMEOUT, busy."""
+    server.provision("golden", "node-a")
+    holding, release, answers = threading.Event(), threading.Event(), []
+
+    def an_operation_here():
+        with server._locks.hold("node:node-a"):
+            holding.set()
+            release.wait(30)
+
+    operation = threading.Thread(target=an_operation_here)
+    operation.start()
+    try:
+        assert holding.wait(10)
+        peer_call = threading.Thread(target=lambda: answers.append(server.sync_node("node-a")))
+        peer_call.start()
+        peer_call.join(settings.BMI_PEER_TIMEOUT / 2)
+        assert answers == [{"exported": None, "busy": True}]
+    finally:
+        release.set()
+        operation.join(10)
+    assert server.sync_node("node-a") == {"exported": True}

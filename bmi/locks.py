@@ -18,16 +18,22 @@ class _Lock:
         self.owners_waiting = 0   # who waits to own it goes before new sharers: no one starves
         self.users = 0            # threads holding or waiting for it
 
-    def acquire(self, shared):
+    def acquire(self, shared, timeout=None):
+        """Whether it was acquired within timeout seconds (None: it waits as long as it takes)."""
         with self.changed:
             if shared:
-                self.changed.wait_for(lambda: not self.owned and not self.owners_waiting)
+                if not self.changed.wait_for(lambda: not self.owned and not self.owners_waiting, timeout):
+                    return False
                 self.sharers += 1
             else:
                 self.owners_waiting += 1
-                self.changed.wait_for(lambda: not self.owned and not self.sharers)
+                free = self.changed.wait_for(lambda: not self.owned and not self.sharers, timeout)
                 self.owners_waiting -= 1
+                if not free:
+                    self.changed.notify_all()   # sharers held back by this waiter may go
+                    return False
                 self.owned = True
+            return True
 
     def release(self, shared):
         with self.changed:
@@ -44,8 +50,9 @@ class NamedLocks:
         self._locks = {}   # name -> _Lock, while someone holds or waits for it
 
     @contextlib.contextmanager
-    def hold(self, *names, shared=()):
-        """Hold names exclusively and the names in shared shared, for the with block."""
+    def hold(self, *names, shared=(), timeout=None):
+        """Hold names exclusively and the names in shared shared, for the with block. With a timeout,
+        Busy if one of them is not had within that many seconds."""
         wanted = sorted([(name, False) for name in names] + [(name, True) for name in shared])   # one order: no deadlock
         with self._mutex:
             entries = [(self._locks.setdefault(name, _Lock()), is_shared) for name, is_shared in wanted]
@@ -53,8 +60,9 @@ class NamedLocks:
                 lock.users += 1
         held = []
         try:
-            for lock, is_shared in entries:
-                lock.acquire(is_shared)
+            for (name, _), (lock, is_shared) in zip(wanted, entries):
+                if not lock.acquire(is_shared, timeout):
+                    raise Busy(name)
                 held.append((lock, is_shared))
             yield
         finally:
@@ -65,6 +73,10 @@ class NamedLocks:
                     lock.users -= 1
                     if lock.users == 0:
                         del self._locks[name]   # unused locks go: memory stays flat
+
+
+class Busy(RuntimeError):
+    """A lock was not had in time: its name."""
 
 
 class HeldElsewhere(RuntimeError):

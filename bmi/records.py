@@ -4,8 +4,12 @@ or in RADOS, shared by every gateway (RadosRecords). records_for picks one by th
 Both honour Records: adding is exclusive (one of two gateways adding a node wins), a change holds
 only if the record is still the version read (else Changed), moves between states are only those
 nodes.TRANSITIONS allows, and every read is fresh.
+
+They keep the holds on golden images too (bmi/imageholds.py): which gateway deletes or makes an
+image, taken exclusively (of two gateways, one wins).
 """
 import abc
+import json
 import os
 import threading
 
@@ -70,6 +74,28 @@ class Records(abc.ABC):
         """Forget a gateway; one that is gone already is fine."""
 
     @abc.abstractmethod
+    def take_image(self, image, hold):
+        """Hold image exclusively: hold is {"gateway": NAME, "operation": WHAT}. None if taken,
+        or the hold that another has on it."""
+
+    @abc.abstractmethod
+    def image_hold(self, image):
+        """The hold on image, or None."""
+
+    @abc.abstractmethod
+    def let_go_image(self, image, gateway):
+        """End gateway's hold on image; one it does not hold is fine."""
+
+    def let_go_images(self, gateway):
+        """End every hold of gateway: what its killed operations held."""
+        for image in self._held_images():
+            self.let_go_image(image, gateway)
+
+    @abc.abstractmethod
+    def _held_images(self):
+        """The images held."""
+
+    @abc.abstractmethod
     def _create(self, record):
         """Save a new record exclusively: the saved one, with its version."""
 
@@ -90,6 +116,7 @@ class FileRecords(Records):
         self._lock = threading.Lock()
         self._records = {}
         self._gateways = {}
+        self._holds = {}   # image -> hold: one gateway, in memory
 
     def load(self):
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
@@ -155,6 +182,26 @@ class FileRecords(Records):
         with self._lock:
             self._gateways.pop(name, None)
 
+    def take_image(self, image, hold):
+        with self._lock:
+            if image in self._holds:
+                return self._holds[image]
+            self._holds[image] = dict(hold)
+            return None
+
+    def image_hold(self, image):
+        with self._lock:
+            return self._holds.get(image)
+
+    def let_go_image(self, image, gateway):
+        with self._lock:
+            if self._holds.get(image, {}).get("gateway") == gateway:
+                del self._holds[image]
+
+    def _held_images(self):
+        with self._lock:
+            return list(self._holds)
+
     def _expect(self, record):
         current = self.get(record.node)
         if current is None or current.version != record.version:
@@ -175,7 +222,8 @@ def taken(owner, macs):
 
 
 class RadosRecords(Records):
-    """Records in RADOS objects, "node.NODE" and "gateway.NAME", by way of a helper that keeps one
+    """Records in RADOS objects, "node.NODE", "gateway.NAME" and "image.IMAGE" (a hold on a golden
+    image, while it lasts), by way of a helper that keeps one
     connection to the cluster open (scripts/records/rados). A node's MAC addresses are claimed by
     objects "mac.MAC" naming it, made exclusively once its record exists: of two gateways giving one
     MAC to two nodes, one wins. A claim whose node's record does not hold the MAC (a crash between
@@ -249,6 +297,27 @@ class RadosRecords(Records):
 
     def remove_gateway(self, name):
         self._helper.request(op="remove", key="gateway." + name, version=0)
+        self.let_go_images(name)   # gone for good: its holds with it
+
+    def take_image(self, image, hold):
+        while "conflict" in self._helper.request(op="create", key="image." + image, text=json.dumps(hold)):
+            item = self._helper.request(op="get", key="image." + image)["item"]
+            if item is not None:
+                return json.loads(item[1])
+            # let go of meanwhile: try again
+        return None
+
+    def image_hold(self, image):
+        item = self._helper.request(op="get", key="image." + image)["item"]
+        return json.loads(item[1]) if item else None
+
+    def let_go_image(self, image, gateway):
+        item = self._helper.request(op="get", key="image." + image)["item"]
+        if item is not None and json.loads(item[1]).get("gateway") == gateway:
+            self._helper.request(op="remove", key="image." + image, version=item[0])   # a conflict: not ours now
+
+    def _held_images(self):
+        return [key[len("image."):] for key, _, _ in self._helper.request(op="list", prefix="image.")["items"]]
 
     @staticmethod
     def _check(answer, node):

@@ -37,16 +37,16 @@ class Recovery:
             if record.state in EXPORTED:
                 record = self._records.move(record, DETACHING, gateway=self._gateways.name)
             self._exports.withdraw(record.node, force)
-            down = []
+            behind = []   # the gateways that may export it still: down, or busy with the node
             if record.state == DETACHING:   # the other gateways export it, or may
-                down = sorted(name for name, answer in self._gateways.sync_node(record.node).items()
-                              if answer is None)
+                behind = sorted(name for name, answer in self._gateways.sync_node(record.node).items()
+                                if answer is None or answer.get("busy"))
             try:
                 self._storage.remove(record.node)
             except Exception as err:
-                if down:   # their tgtd may hold the disk open still
-                    raise Unavailable("%s (gateway%s %s did not answer)" % (err, "s" if len(down) > 1 else "",
-                                                                            ", ".join(down))) from None
+                if behind:   # their tgtd may hold the disk open still
+                    raise Unavailable("%s (gateway%s %s did not withdraw it yet)" % (
+                        err, "s" if len(behind) > 1 else "", ", ".join(behind))) from None
                 raise
             self._records.delete(record)
         except Exception as err:

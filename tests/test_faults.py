@@ -328,3 +328,31 @@ def test_a_burst_of_provisions_clones_only_a_few_disks_at_a_time(server_with, ce
     for thread in threads:
         thread.join(120)
     assert sorted(n["node"] for n in main.list_all_images()["nodes"]) == nodes
+
+
+@pytest.mark.parametrize("backend", ["rbd"], indirect=True)
+def test_a_stalled_ceph_fails_a_provision_within_bmi_ceph_timeout_and_leaves_nothing(server_with, ceph_cluster,
+                                                                                     settings, tgtd, tmp_path):
+    """The monitor frozen: the clone's rbd, a new Ceph client, gives up after BMI_CEPH_TIMEOUT (5 s)
+    with Ceph's reason, well within BMI_SCRIPT_TIMEOUT (60 s); once the monitor goes on, reconciling
+    takes the half-made node away."""
+    main = server_with(BMI_CEPH_TIMEOUT="5", BMI_SCRIPT_TIMEOUT="60")
+    stop = threading.Event()
+    checker = threading.Thread(target=main.keep_targets_exported, args=(stop,), daemon=True)
+    checker.start()
+    try:
+        make_image_file(tmp_path / "golden.raw", MiB)
+        main.import_image("golden", str(tmp_path / "golden.raw"))
+        before = state_of(settings, tgtd)
+        with frozen(ceph_cluster.pid("mon")):
+            started = time.monotonic()
+            with pytest.raises(Exception) as failed:
+                main.provision("golden", "node-a")
+            seconds = time.monotonic() - started
+        assert seconds < 30, "the provision took %.0f s: %s" % (seconds, failed.value)
+        assert "BMI_SCRIPT_TIMEOUT" not in str(failed.value), failed.value   # Ceph's limit, not the kill
+        eventually_equal(lambda: state_of(settings, tgtd), before, 60)
+    finally:
+        stop.set()
+        checker.join(30)
+

@@ -64,7 +64,7 @@ def test_scripts_get_only_the_settings_they_read():
                "BMI_IMAGE_SIZE_CAP"}
     assert set(runner.Script("storage", "file", settings).env) == {"PATH", "LC_ALL"} | refused
     assert set(runner.Script("storage", "rbd", settings).env) == {
-        "PATH", "LC_ALL", "BMI_CEPH_CONF", "BMI_CEPH_ID", "BMI_CEPH_POOL", "BMI_GATEWAY"} | refused
+        "PATH", "LC_ALL", "BMI_CEPH_CONF", "BMI_CEPH_ID", "BMI_CEPH_POOL", "BMI_CEPH_TIMEOUT", "BMI_GATEWAY"} | refused
     assert set(runner.Script("target", "tgt", settings).env) == {"PATH", "LC_ALL", "BMI_TGT_CONTROL_PORT",
                                                                 "BMI_TGT_PARAMETERS"}
 
