@@ -1,7 +1,9 @@
 """bmi-rpc benchmark: RPC overhead, provision latency against its scripts, throughput, scaling,
-client start-up and server memory, on the file and rbd backends. Prints a table, writes JSON.
+client start-up and server memory, on the file and rbd backends; the data path and the boot of a
+node. Prints a table, writes JSON.
 
     tools/benchmark [--backend file|rbd|both] [--out FILE] [--nodes 500] [--figures control,import]
+    tools/benchmark --backend file --figures boot      # the boot of a node (benchmarks/boot.py)
 
 It starts its own tgtd, Ceph cluster (rbd), name server and main server on loopback, as the tests
 do, and stops them by process id.
@@ -18,7 +20,7 @@ import time
 
 import config
 from bmi import pyrosetup
-from benchmarks import datapath, gateways
+from benchmarks import boot, datapath, gateways
 from config import ROOT
 from mainserver import MainServer
 from testkit.daemons import CephCluster, Tgtd, free_port
@@ -40,6 +42,9 @@ TARGETS = {   # name: (figure, limit, what the issue asks)
     "rbd_rand_read_qd16": ("rbd: 4 KiB read at QD16, iSCSI / qemu's librbd", 0.6, "at least"),
     "rbd_idle_mb_per_node": ("rbd: tgtd's memory for an idle exported node, MB", 1.0, "at most"),
     "rbd_idle_threads_per_node": ("rbd: tgtd's threads for an idle exported node", 8, "at most"),
+    "boot_bios_iscsi_vs_local": ("BIOS boot to the shell, iSCSI / local disk", 1.3, "at most"),
+    "boot_uefi_iscsi_vs_local": ("UEFI boot to the shell, iSCSI / local disk", 1.3, "at most"),
+    "boot_storm_16_vs_1": ("one boot's reads, 16 nodes at once / one alone", 1.5, "at most"),
 }
 
 
@@ -59,7 +64,8 @@ def timed(function, repeat):
 
 
 class Bench:
-    def __init__(self, backend, workdir, cluster):
+    def __init__(self, backend, workdir, cluster, extra=None):
+        """extra: more settings for the service (benchmarks/boot.py's boot network)."""
         self.workdir = workdir
         self.tgtd = Tgtd(os.path.join(workdir, "tgtd.log"))
         self.tgtd.start()
@@ -69,6 +75,7 @@ class Bench:
                   "BMI_NS_PORT": free_port(), "BMI_SERVER_PORT": free_port()}
         if cluster:
             values.update(cluster.settings)
+        values.update(extra or {})
         self.settings = config.Settings(**values)
         self.service = Service(self.settings, workdir)
         self.service.start()
@@ -261,6 +268,17 @@ def run_together(jobs):
 
 
 def run_backend(backend, nodes, workdir, cluster, groups):
+    figures = {}
+    if groups & {"control", "import", "datapath"}:
+        figures = run_bench(backend, nodes, workdir, cluster, groups)
+    if "boot" in groups:   # a Bench of its own, on the boot network's settings
+        boot_dir = os.path.join(workdir, "boot")
+        os.makedirs(boot_dir)
+        figures["boot"] = boot.run(lambda extra: Bench(backend, boot_dir, cluster, extra), boot_dir)
+    return figures
+
+
+def run_bench(backend, nodes, workdir, cluster, groups):
     bench = Bench(backend, workdir, cluster)
     figures = {}
     try:
@@ -306,6 +324,10 @@ def verdicts(figures, nodes, backend):
                           "rbd_rand_read_qd16": ratios["rand_read_qd16"]["ratio"],
                           "rbd_idle_mb_per_node": figures["datapath"]["idle"]["mb_per_node"],
                           "rbd_idle_threads_per_node": figures["datapath"]["idle"]["threads_per_node"]})
+    if "boot" in figures:
+        found.update({"boot_bios_iscsi_vs_local": figures["boot"]["bios"]["ratio"],
+                      "boot_uefi_iscsi_vs_local": figures["boot"]["uefi"]["ratio"],
+                      "boot_storm_16_vs_1": figures["boot"]["storm"]["ratio"]})
     if "gateways" in figures:
         found["two_gateways_vs_one"] = ratio(figures["gateways"]["provision_two_gateways_s"],
                                              figures["gateways"]["provision_one_gateway_s"])
@@ -329,6 +351,8 @@ def table(results):
             lines.append("%s: an idle exported node costs tgtd %.1f threads and %.2f MB; boot storm, s: %s" % (
                 backend, d["idle"]["threads_per_node"], d["idle"]["mb_per_node"],
                 ", ".join("%s at once %s" % (n, "%.1f" % t if t else "failed") for n, t in d["boot_storm"].items())))
+        if "boot" in f:
+            lines.extend(boot_lines(backend, f["boot"]))
         if "gateways" in f:
             g = f["gateways"]
             lines.append("%s: provision median %.1f ms with one gateway, %.1f ms with two" % (
@@ -364,6 +388,31 @@ def table(results):
     return "\n".join(lines)
 
 
+def boot_lines(backend, b):
+    lines = []
+    for firmware in boot.FIRMWARES:
+        d = b[firmware]
+        lines.append("%s: %s power-on to shell, median of %d pairs: iSCSI %.1f s, local disk %.1f s; "
+                     "iSCSI / local pair by pair %s, median %.2f" % (
+                         backend, firmware.upper(), len(d["pairs"]), d["iscsi_s"], d["local_s"],
+                         " ".join("%.2f" % p["ratio"] for p in d["pairs"]), d["ratio"]))
+        lines.append("%s: %s iSCSI boot: %s" % (backend, firmware.upper(), ", ".join(
+            "%s %.1f s (%.0f%%)" % (boot.LABELS[name], p["seconds"], p["share"] * 100)
+            for name, p in d["iscsi_phases"].items())))
+        lines.append("%s: %s local boot: %s" % (backend, firmware.upper(), ", ".join(
+            "%s %.1f s (%.0f%%)" % (boot.LABELS[name], p["seconds"], p["share"] * 100)
+            for name, p in d["local_phases"].items())))
+    s = b["storm"]
+    lines.append("%s: boot storm, one boot's %d reads (%.1f MiB) by qemu-io, medians: one node alone %.2f s, "
+                 "%d at once %.2f s; ratio pair by pair median %.2f (log in and out alone %.3f s)" % (
+                     backend, s["reads"], s["bytes"] / 2 ** 20, s["alone_seconds"], s["nodes"],
+                     s["together_seconds"], s["ratio"], s["login_s"]))
+    lines.append("%s: boot storm CPU seconds, tgtd and the initiators: alone %.2f and %.2f, %d at once %.2f and %.2f"
+                 % (backend, s["alone_tgtd_cpu_s"], s["alone_initiators_cpu_s"], s["nodes"],
+                    s["together_tgtd_cpu_s"], s["together_initiators_cpu_s"]))
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["file", "rbd", "both"], default="both")
@@ -371,7 +420,7 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results.json"))
     parser.add_argument("--figures", default="control,import,gateways,datapath",
                         help="which groups of figures: control (RPC, provisions, scaling, memory), import, "
-                             "gateways (rbd), datapath")
+                             "gateways (rbd), datapath, boot (not by default: VMs under TCG, about 5 minutes a backend)")
     args = parser.parse_args()
     groups = set(args.figures.split(","))
     results = {}

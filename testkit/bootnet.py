@@ -298,10 +298,14 @@ class BootNetwork:
 
     # --- virtual nodes ---
 
-    def vm(self, mac, firmware="bios", reboot=False, memory_mb=256, max_runtime=MAX_RUNTIME):
+    def vm(self, mac, firmware="bios", reboot=False, memory_mb=256, max_runtime=MAX_RUNTIME, disk=None,
+           trace=None):
         """A diskless node on a tap device of the bridge: firmware "bios" (SeaBIOS, iPXE ROM, e1000)
         or "uefi" (OVMF, virtio-net, no option ROM). reboot=False: qemu exits when the guest
-        reboots. Returns a VM; stop it with its stop() (close() stops every one)."""
+        reboots. disk: a raw image file the VM has after all, as a virtio-blk disk booted first
+        (BIOS: -boot order=cn; UEFI: bootindex 0, the NIC's 1): the same node booting locally.
+        trace: a file where qemu writes its trace event blk_co_preadv (offset and length in bytes
+        of every read of a disk). Returns a VM; stop it with its stop() (close() stops every one)."""
         require(os.path.exists(IPXE_ROM), "ipxe-qemu")
         require(os.path.exists(OVMF_CODE), "ovmf")
         self._taps += 1
@@ -315,6 +319,11 @@ class BootNetwork:
                 "-nodefaults", "-display", "none", "-monitor", "none",
                 *serial_args(files["console"], files["serial"]),
                 "-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no" % tap]
+        if disk is not None:
+            argv += ["-drive", "if=none,id=d0,format=raw,file=" + os.fspath(disk),
+                     "-device", "virtio-blk-pci,drive=d0" + (",bootindex=0" if firmware == "uefi" else "")]
+        if trace is not None:
+            argv += ["-trace", "enable=blk_co_preadv,file=" + os.fspath(trace)]
         if firmware == "uefi":
             variables = os.path.join(self.workdir, name + ".vars.fd")
             shutil.copyfile(OVMF_VARS, variables)
@@ -323,7 +332,7 @@ class BootNetwork:
                      "-device", "virtio-net-pci,netdev=n0,mac=%s,romfile=,bootindex=1" % mac]
         else:
             argv += ["-device", "e1000,netdev=n0,mac=%s,romfile=%s" % (mac, IPXE_ROM),
-                     "-boot", "order=n,reboot-timeout=0"]
+                     "-boot", "order=%s,reboot-timeout=0" % ("cn" if disk is not None else "n")]
         if not reboot:
             argv.append("-no-reboot")
         command = ip_netns(switch, "timeout", "-k", "5", str(max_runtime), *argv)
@@ -353,11 +362,11 @@ class BootNetwork:
 
 class OSNode:
     """A VM of the network that boots the test OS (testkit/osimage.py), with its serial console to
-    type at (testkit/console.py)."""
+    type at (testkit/console.py). vm_options go to BootNetwork.vm (disk, trace, memory_mb)."""
 
-    def __init__(self, net, mac, firmware, boot_seconds=300):
+    def __init__(self, net, mac, firmware, boot_seconds=300, **vm_options):
         self.boot_seconds = boot_seconds
-        self.vm = net.vm(mac, firmware, reboot=True, max_runtime=3 * boot_seconds)
+        self.vm = net.vm(mac, firmware, reboot=True, max_runtime=3 * boot_seconds, **vm_options)
         self.console = Console(self.vm.files["console"], self.vm.files["serial"])
 
     def reach_root(self, since=0):

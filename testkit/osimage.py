@@ -16,8 +16,8 @@ iPXE ``sanboot`` from a tgtd target, on legacy BIOS (SeaBIOS) and on UEFI (OVMF)
                     carries the kernel and initramfs
 
 The initramfs is made by hand (cpio newc written here, gzip): busybox-static, the kernel modules for
-the NIC, iSCSI, sd and ext4 (loaded with insmod in dependency order, from modules.dep), and
-``iscsistart`` from open-iscsi with the shared libraries it needs.  Its /init logs in to the
+the NIC, iSCSI, sd, virtio-blk and ext4 (loaded with insmod in dependency order, from modules.dep),
+and ``iscsistart`` from open-iscsi with the shared libraries it needs.  Its /init logs in to the
 target from the iBFT that iPXE's sanboot leaves (``iscsistart -N`` brings up the NIC from it,
 ``iscsistart -b`` logs in, with the CHAP secret iPXE put there), mounts the partition labelled
 bmi-root, prints on the serial console (ttyS0)
@@ -25,7 +25,10 @@ bmi-root, prints on the serial console (ttyS0)
     BMI-ROOT source=/dev/sda2 fstype=ext4 iscsi=IQN
 
 and switch_roots to the disk, whose /init gives a shell on ttyS0 with the prompt ``BMI# ``
-(testkit/console.py types commands into it).  A write there lands on the iSCSI disk.
+(testkit/console.py types commands into it).  A write there lands on the iSCSI disk.  Booted from
+a local disk instead (a virtio disk of the VM: no sanboot, so no iBFT), /init logs in nowhere and
+mounts bmi-root from that disk: ``BMI-ROOT source=/dev/vda2 fstype=ext4 iscsi=`` (the boot
+benchmark's baseline, benchmarks/boot.py).
 
 The guest's packages (linux-image-*, busybox-static, open-iscsi, libopeniscsiusr) are fetched
 with ``apt-get download`` and unpacked with ``dpkg-deb -x`` into CACHE, never installed; the
@@ -74,10 +77,10 @@ GPTMBR = "/usr/lib/syslinux/mbr/gptmbr.bin"
 # check metadata_csum, and mounting fails.
 MODULES = ["virtio_pci", "virtio_net", "e1000", "e1000e",
            "crc32c_generic", "crct10dif_generic", "crc64_rocksoft_generic",
-           "scsi_transport_iscsi", "libiscsi", "iscsi_tcp", "sd_mod", "iscsi_ibft", "ext4"]
+           "scsi_transport_iscsi", "libiscsi", "iscsi_tcp", "sd_mod", "iscsi_ibft", "virtio_blk", "ext4"]
 
 INITRAMFS_INIT = r"""#!/bin/sh
-# initramfs /init (testkit/osimage.py): iSCSI login from the iBFT, mount bmi-root, switch_root.
+# initramfs /init (testkit/osimage.py): iSCSI login from the iBFT (if any), mount bmi-root, switch_root.
 export PATH=/bin
 mount -t devtmpfs dev /dev
 mount -t proc proc /proc
@@ -86,14 +89,18 @@ fail() { echo "BMI-INITRAMFS-FAIL $*"; exec sh; }
 for m in $(cat /etc/modules); do
     insmod /lib/modules/$m.ko 2>/dev/null || echo "initramfs: insmod $m failed"
 done
-# the iBFT iPXE left (iscsi_ibft shows it in sysfs) names the NIC by MAC; wait for that NIC
-i=0
-until [ -d /sys/firmware/ibft/ethernet0 ] && ls /sys/class/net | grep -qv '^lo$'; do
-    i=$((i+1)); [ $i -gt 100 ] && fail "no iBFT or no NIC"; sleep 0.1
-done
-ip link set lo up
-iscsistart -N || fail "iscsistart -N (network from iBFT)"
-iscsistart -b || fail "iscsistart -b (login from iBFT)"
+# booted by iPXE's sanboot: iscsi_ibft shows the iBFT it left in sysfs; booted from a local disk
+# (no iBFT): no login, the root is on that disk
+if [ -d /sys/firmware/ibft ]; then
+    # the iBFT names the NIC by MAC; wait for that NIC
+    i=0
+    until [ -d /sys/firmware/ibft/ethernet0 ] && ls /sys/class/net | grep -qv '^lo$'; do
+        i=$((i+1)); [ $i -gt 100 ] && fail "no iBFT or no NIC"; sleep 0.1
+    done
+    ip link set lo up
+    iscsistart -N || fail "iscsistart -N (network from iBFT)"
+    iscsistart -b || fail "iscsistart -b (login from iBFT)"
+fi
 i=0
 until root=$(findfs LABEL=@LABEL@ 2>/dev/null); do
     i=$((i+1)); [ $i -gt 300 ] && fail "no partition labelled @LABEL@"; sleep 0.1
