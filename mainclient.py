@@ -30,6 +30,8 @@ OPERATIONS = {
     "list_all_images": ([], "list the golden images, the provisioned nodes and the gateways"),
     "remove_gateway": (["GATEWAY"], "forget a gateway that is gone for good (refused while it answers)"),
     "ping": ([], "check that the main server answers"),
+    "status": ([], "show whether the name server, every gateway and what each needs (its tgtd, its storage or "
+                   "Ceph, its boot service) are up; exit code 8 when something is down"),
 }
 CHECKS = {"IMAGE": names.check_image, "SNAPSHOT": names.check_image, "NODE": names.check_node,
           "PATH": names.check_path, "GATEWAY": names.check_gateway}
@@ -160,6 +162,14 @@ def show(operation, result):
         return "deleted golden image %(image)s" % result
     if operation == "ping":
         return result
+    if operation == "status":
+        lines = ["name server %s: up" % result["name server"]]
+        for name, gateway in sorted(result["gateways"].items()):
+            lines.append("gateway %s: %s%s" % (name, "up" if gateway["up"] else "DOWN",
+                                               "" if "parts" in gateway else " (%s)" % gateway["detail"]))
+            lines += ["  %-14s %s (%s)" % (part + ":", "up" if p["up"] else "DOWN", p["detail"])
+                      for part, p in sorted(gateway.get("parts", {}).items())]
+        return "\n".join(lines)
     lines = ["golden images:"] + ["  %-30s %14d bytes" % (i["name"], i["size_bytes"]) for i in result["images"]]
     lines += ["provisioned nodes:"] + ["  %-30s %-30s %s  at %s%s" % (
         n["node"], n["image"], n["iqn"], ", ".join(n["gateways"]), "  macs " + ", ".join(n["macs"]) if n["macs"] else "")
@@ -240,6 +250,8 @@ def call(settings, request, meter=None):
         with connected(uris, settings) as server:
             if request.operation == "ping":
                 return server.ping()
+            if request.operation == "status":
+                return status(server, gateways, settings)
             for item in server.follow(request.operation, request.arguments, request.options):
                 if "result" in item:
                     return item["result"]
@@ -250,6 +262,26 @@ def call(settings, request, meter=None):
     finally:
         if meter:
             meter.end()
+
+
+def status(server, registered, settings):
+    """{"up": all up, "name server": where, "gateways": {name: health or {"up": False, "detail": why}}}:
+    every gateway the records know (as listed by server) and every one registered, each asked."""
+    known = {g["name"] for g in server.list_all_images()["gateways"]} | set(registered)
+    gateways = {}
+    for name in sorted(known):
+        if name not in registered:
+            gateways[name] = {"up": False, "detail": "not registered with the name server"}
+            continue
+        try:
+            with pyrosetup.proxy(registered[name]) as peer:
+                parts = peer.health()["parts"]
+            gateways[name] = {"up": all(part["up"] for part in parts.values()), "parts": parts}
+        except Pyro4.errors.CommunicationError as err:
+            gateways[name] = {"up": False, "detail": str(unreachable(err, "main server", registered[name].location,
+                                                                     settings))}
+    return {"up": all(g["up"] for g in gateways.values()),
+            "name server": "%s:%s" % (settings.BMI_NS_HOST, settings.BMI_NS_PORT), "gateways": gateways}
 
 
 def connected(uris, settings):
@@ -298,6 +330,8 @@ def main(argv):
         print("mainclient: %s failed: %s" % (request.operation, err), file=sys.stderr)
         return EXIT_FAILED
     print(json.dumps(result, sort_keys=True) if request.as_json else show(request.operation, result))
+    if request.operation == "status" and not result["up"]:
+        return errors.Unavailable.exit_code
     return EXIT_OK
 
 

@@ -230,6 +230,24 @@ class MainServer:
         """A no-op round trip: is the server there?"""
         return "pong"
 
+    @Pyro4.expose
+    def health(self):
+        """Whether what this gateway needs answers: {"gateway": name, "parts": {part: {"up": bool,
+        "detail": words}}}, its tgtd, its storage (and so Ceph, with rbd), its boot service."""
+        def check(look):
+            try:
+                return {"up": True, "detail": look()}
+            except Exception as err:   # whatever it is, the part is down: say why
+                return {"up": False, "detail": str(err)}
+        parts = {"tgtd": check(lambda: "%d targets" % len(self._target.exported_nodes())),
+                 "storage": check(lambda: "%s, %d golden images" % (self.settings.BMI_BACKEND,
+                                                                   len(self._storage.list_images())))}
+        if self._boot_service is not None:
+            pid = self._boot_service.dnsmasq_pid()
+            parts["boot service"] = {"up": pid is not None, "detail": "dnsmasq, process %d" % pid if pid else
+                                     "no dnsmasq runs on %s (bmi-dnsmasq.service)" % self.settings.BMI_BOOT_DIR}
+        return {"gateway": self._gateways.name, "parts": parts}
+
     # --- for the other gateways (bmi/gateways.py) ------------------------------------------------
 
     @Pyro4.expose

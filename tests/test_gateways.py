@@ -156,3 +156,13 @@ def test_a_gateway_killed_during_a_burst_of_provisions_leaves_nothing_half_made(
         return disks == ready and all(exports[name] == {iqn(settings, node) for node in ready} for name in exports)
 
     wait_until(whole, 60, "nothing half made, at either gateway")
+
+
+def test_status_names_a_dead_gateway_down(gateways):
+    assert gateways.client("gw-a", "status").returncode == 0
+    gateways.kill("gw-b")
+    done = gateways.client("gw-a", "--json", "status")
+    assert done.returncode == 8, done.stderr
+    status = json.loads(done.stdout)["gateways"]
+    assert status["gw-a"]["up"] and not status["gw-b"]["up"]
+    assert "cannot reach the main server" in status["gw-b"]["detail"], status

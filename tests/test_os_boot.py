@@ -38,7 +38,10 @@ def test_a_node_boots_an_os_whose_root_is_its_disk(backend, firmware, tgtd, sett
     with BootNetwork(tmp_path, mode="full") as net:
         net.relay(tgtd.port)
         server = server_with(**net.settings_values)
+        assert server.health()["parts"]["boot service"]["up"] is False   # no dnsmasq yet
         net.start_dnsmasq(net.boot_service(settings))
+        assert server.health()["parts"]["boot service"] == {
+            "up": True, "detail": "dnsmasq, process %d" % net.dnsmasq.pid}
         server.import_image("debian", os_image["path"])
         first = server.provision("debian", "node-1", macs=[FIRST_MAC])
 

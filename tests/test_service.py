@@ -160,3 +160,20 @@ def test_a_nodes_macs_are_listed_and_belong_to_it_alone(service, settings, tgtd,
     assert [(n["node"], n["macs"]) for n in nodes] == [("node-a", ["52:54:00:aa:00:01", "52:54:00:aa:00:02"])]
     assert service.client("detach_node", "node-a").returncode == 0
     assert service.client("provision", "golden", "node-b", "--mac", "52:54:00:aa:00:02").returncode == 0
+
+
+def test_status_shows_what_is_up_and_exits_8_when_something_is_down(service, settings, tgtd):
+    done = service.client("status")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "name server 127.0.0.1:%d: up" % settings.BMI_NS_PORT, "gateway gw-a: up",
+        "  storage:       up (%s, 0 golden images)" % settings.BMI_BACKEND, "  tgtd:          up (0 targets)"]
+    tgtd.stop()   # the gateway answers; its tgtd does not
+    done = service.client("--json", "status")
+    assert done.returncode == 8, done.stderr
+    result = json.loads(done.stdout)
+    assert result["up"] is False and result["gateways"]["gw-a"]["up"] is False
+    parts = result["gateways"]["gw-a"]["parts"]
+    assert parts["storage"]["up"] and not parts["tgtd"]["up"]
+    assert "tgtd is not running" in parts["tgtd"]["detail"], parts
+    tgtd.start()
