@@ -22,7 +22,7 @@ from testkit.initiator import lun_url, node_record, read_lun, write_lun
 
 
 OPERATIONS = {"import_image", "provision", "detach_node", "create_snapshot", "delete_image", "list_all_images", "ping",
-              "remove_gateway", "follow", "sync_node", "logged_in", "exported_nodes"}
+              "remove_gateway", "follow", "sync_node", "logged_in", "exported_nodes", "health"}
 
 
 @pytest.fixture
