@@ -301,9 +301,9 @@ class RadosRecords(Records):
 
     def take_image(self, image, hold):
         while "conflict" in self._helper.request(op="create", key="image." + image, text=json.dumps(hold)):
-            item = self._helper.request(op="get", key="image." + image)["item"]
-            if item is not None:
-                return json.loads(item[1])
+            holder = self.image_hold(image)
+            if holder is not None:
+                return holder
             # let go of meanwhile: try again
         return None
 
