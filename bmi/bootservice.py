@@ -102,6 +102,12 @@ def config_text(settings):
             "# nothing routes or resolves names on the provisioning network",
             "dhcp-option=option:router",
             "dhcp-option=option:dns-server",
+            "# iPXE goes on only once its IPv6 set-up is done too, which without a router advertisement",
+            "# takes ~13 s of solicitations: advertise the interface's own IPv6 prefix (a ULA, if it has",
+            "# one; without one, nothing is sent), addresses only (ra-only), not as a router (lifetime 0)",
+            "enable-ra",
+            "dhcp-range=::,constructor:%s,ra-only" % settings.BMI_DHCP_INTERFACE,
+            "ra-param=%s,0,0" % settings.BMI_DHCP_INTERFACE,
         ]
     else:
         lines += [

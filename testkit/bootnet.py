@@ -200,6 +200,9 @@ class BootNetwork:
         self.network = Network()
         self.gateway = self.network.host("gw")
         self.subnet = self.gateway.address.rsplit(".", 1)[0]
+        if mode == "full":   # the provisioning network's own IPv6 prefix, which dnsmasq advertises
+            self.ipv6_prefix = "fd42:b31:%x::" % self.network.number
+            ip("-6", "addr", "add", self.ipv6_prefix + "1/64", "dev", "eth0", "nodad", netns=self.gateway.namespace)
         self.portal = "%s:%d" % (self.gateway.address, PORTAL_PORT)
         self.dnsmasq = self.site = None
         self._relays, self._vms, self._taps = [], [], 0

@@ -2,6 +2,7 @@
 (testkit/bootnet.py): what it answers by DHCP and TFTP to a node's MAC and to others, in full and in
 proxy mode; and two virtual nodes, BIOS and UEFI, that boot through it to a disk on a loopback tgtd.
 Root only (namespaces, nftables)."""
+import ipaddress
 import os
 import time
 
@@ -102,6 +103,28 @@ def test_without_the_nftables_set_an_unknown_mac_would_reach_scripts(full):
     assert tftp_get(stranger, full.gateway.address, path, seconds=2) is None
     assert full.gateway.run("nft", "delete", "table", "inet", "bmi_boot").returncode == 0
     assert tftp_get(stranger, full.gateway.address, path) == SCRIPT_TEXT.encode()
+
+
+def test_full_dhcp_advertises_the_networks_ipv6_prefix_but_no_router(full):
+    """iPXE waits out its IPv6 set-up before it boots: without a router advertisement, ~13 s."""
+    host = full.host("v6")
+    host.run("sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=2", check=True, timeout=10)
+    host.run("ip", "link", "set", "eth0", "down", check=True, timeout=10)   # it solicits again
+    host.run("ip", "link", "set", "eth0", "up", check=True, timeout=10)
+
+    def ipv6(*what):
+        return host.run("ip", "-6", *what, capture_output=True, text=True, check=True, timeout=10).stdout
+
+    def autoconfigured():
+        network = ipaddress.IPv6Network(full.ipv6_prefix + "/64")
+        return [word for word in ipv6("addr", "show", "dev", "eth0").split()
+                if "/" in word and ipaddress.ip_interface(word).ip in network]
+
+    deadline = time.monotonic() + 15
+    while not autoconfigured() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert autoconfigured(), full.dnsmasq_log()[-2000:]
+    assert "default" not in ipv6("route", "show")   # router lifetime 0: not a way out
 
 
 def test_proxy_dhcp_gives_the_boot_file_beside_the_sites_addresses(tmp_path):

@@ -54,6 +54,7 @@ def test_full_dhcp_configuration():
                  "dhcp-userclass=set:ipxe,iPXE", "dhcp-boot=tag:ipxe,boot.ipxe",
                  "dhcp-boot=tag:!ipxe,tag:bios,undionly.kpxe", "dhcp-boot=tag:!ipxe,tag:efi64,snponly.efi",
                  "dhcp-option=option:router", "dhcp-option=option:dns-server",
+                 "enable-ra", "dhcp-range=::,constructor:eth1,ra-only", "ra-param=eth1,0,0",
                  "enable-tftp", "tftp-root=/var/lib/bmi-boot/tftp", "tftp-unique-root=mac", "tftp-secure",
                  "pid-file=/var/lib/bmi-boot/dnsmasq.pid", "dhcp-leasefile=/var/lib/bmi-boot/dnsmasq.leases"):
         assert line in conf
@@ -69,6 +70,7 @@ def test_proxy_dhcp_configuration_hands_out_no_address():
     assert 'pxe-service=tag:!ipxe,x86-64_EFI,"bmi-rpc",snponly.efi' in conf
     assert "dhcp-boot=tag:ipxe,boot.ipxe" in conf and "dhcp-ignore=tag:!known" in conf
     assert not [line for line in conf if line.startswith("dhcp-option")]
+    assert not [line for line in conf if line.startswith(("enable-ra", "ra-param"))]   # the site's routers' job
     assert "log-facility=-" in conf
     assert "dhcp-range=198.18.4.0,proxy,255.255.255.0" in config_text(settings("proxy", "198.18.4.0"))
 
