@@ -9,7 +9,11 @@ import re
 import socket
 import sys
 
+# Where the project's other files are (scripts/, systemd/, tools/install-service): in a checkout
+# beside this file; in an installed package (pyproject.toml), in the bmi package, as its data.
 ROOT = os.path.dirname(os.path.abspath(__file__))
+if not os.path.isdir(os.path.join(ROOT, "scripts")):
+    ROOT = os.path.join(ROOT, "bmi")
 
 # What names may be (bmi/names.py checks them; the settings below take them too)
 IMAGE_FORM = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -17,6 +21,7 @@ NODE_MAX_LENGTH = 63
 NODE_FORM = "^[a-z0-9][a-z0-9.-]{0,%d}$" % (NODE_MAX_LENGTH - 1)   # becomes part of an IQN, which is lower case
 IQN_MAX_BYTES = 223   # RFC 3720, 3.2.6.1: PREFIX:NODE must fit
 GATEWAY_FORM = "^[a-z0-9][a-z0-9-]{0,31}$"   # part of object names in RADOS and the name server
+PROJECT_FORM = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"   # a project of nodes and images (bmi/rights.py)
 
 
 # --- checks: each takes the text of a value and returns the value, or raises ValueError --------
@@ -123,6 +128,23 @@ def advertised(value):
     return value
 
 
+def name_servers(value):
+    """One name server or several: HOST or HOST:PORT each ([v6 address]:PORT), separated by ','."""
+    for entry in value.split(","):
+        try:
+            advertised(non_empty(entry))
+        except ValueError:
+            raise ValueError("must be a host name or an IP address, or several, HOST[:PORT] separated by ','")
+    return value
+
+
+def directories(value):
+    """Absolute directories separated by ':' (empty: none)."""
+    if value and any(not part.startswith("/") or "\0" in part for part in value.split(":")):
+        raise ValueError("must be absolute directories separated by ':'")
+    return value
+
+
 def pattern(regex, form):
     def check(value):
         if not re.fullmatch(regex, value):
@@ -148,8 +170,10 @@ class Setting:
 
 
 SETTINGS = {setting.name: setting for setting in [
-    Setting("BMI_NS_HOST", "127.0.0.1", host, "address of the Pyro4 name server", "--ns-host"),
-    Setting("BMI_NS_PORT", "9090", port, "port of the name server", "--ns-port"),
+    Setting("BMI_NS_HOST", "127.0.0.1", name_servers,
+            "the Pyro4 name servers, HOST[:PORT] separated by ',': the main server registers with each, the client "
+            "asks each in turn; a name server listens on the first", "--ns-host"),
+    Setting("BMI_NS_PORT", "9090", port, "port of the name servers that BMI_NS_HOST gives none", "--ns-port"),
     Setting("BMI_NS_ADVERTISE", "", advertised,
             "HOST[:PORT] the name server gives as its own, when it listens on all interfaces (0.0.0.0)"),
     Setting("BMI_SERVER_HOST", "127.0.0.1", host, "address the main server listens on (0.0.0.0: all)", "--host"),
@@ -157,6 +181,8 @@ SETTINGS = {setting.name: setting for setting in [
     Setting("BMI_SERVER_ADVERTISE", "", advertised,
             "HOST[:PORT] the main server registers with the name server (empty: its listening address; "
             "on all interfaces, that of the interface that reaches the name server)"),
+    Setting("BMI_METRICS_HOST", "127.0.0.1", host, "address the main server serves its Prometheus metrics on"),
+    Setting("BMI_METRICS_PORT", "9293", integer(0, 65535), "port of the main server's Prometheus metrics (0: none)"),
     Setting("BMI_GATEWAY", socket.gethostname().split(".")[0].lower(), pattern(GATEWAY_FORM,
             "lower-case letters, digits and '-', at most 32"), "this main server's name among the service's gateways"),
     Setting("BMI_OBJECT_NAME", "bmi.mainserver", pattern(r"[A-Za-z0-9._-]+", "letters, digits, '.', '_' or '-'"),
@@ -165,6 +191,12 @@ SETTINGS = {setting.name: setting for setting in [
     Setting("BMI_TLS_CERT", "", text, "TLS: this program's certificate (empty: no TLS)"),
     Setting("BMI_TLS_KEY", "", text, "TLS: the certificate's private key"),
     Setting("BMI_TLS_CA", "", text, "TLS: the CA that signed every program's certificate"),
+    Setting("BMI_ROLES_FILE", "", text,
+            "who may do what (README, Security: Rights): the roles of the TLS certificates' subjects, read again "
+            "when it changes (empty: every caller is an administrator)"),
+    Setting("BMI_IMPORT_DIRS", "", directories,
+            "directories import_image reads images from, separated by ':' (empty: anywhere, as root may; "
+            "needed with BMI_ROLES_FILE)"),
     Setting("BMI_AUDIT_LOG", "", text, "audit log, one JSON line a call (empty: BMI_STATE_DIR/audit.log)"),
     Setting("BMI_LOG_FILE", "", text, "the server's log (empty: standard error)"),
     Setting("BMI_THREADPOOL_SIZE", "160", integer(1), "client connections the main server serves at once"),
@@ -187,6 +219,10 @@ SETTINGS = {setting.name: setting for setting in [
     Setting("BMI_LOCK_DIR", "/run/lock", non_empty,
             "where the main server holds the lock on its tgtd, which every main server of the host must share"),
     Setting("BMI_PEER_TIMEOUT", "10", seconds, "seconds a gateway waits for another's answer before it counts it down"),
+    Setting("BMI_BMC_TIMEOUT", "5", integer(1, 300), "whole seconds a power driver waits for a BMC's answer"),
+    Setting("BMI_POWER_TIMEOUT", "60", seconds,
+            "seconds a node may take to show the power state its BMC was asked for (on, off)"),
+    Setting("BMI_PATHS", "2", integer(1), "gateways that export each node (all of them while fewer answer)"),
     Setting("BMI_ISCSI_PORTAL", "127.0.0.1:3260", portal, "HOST:PORT tgtd serves the targets on"),
     Setting("BMI_BOOT_PORTAL", "", lambda value: value and portal(value),
             "HOST:PORT written into boot scripts (empty: BMI_ISCSI_PORTAL)"),
@@ -246,6 +282,9 @@ class Settings:
         if bool(self.BMI_TLS_CERT) != bool(self.BMI_TLS_CA):
             raise ValueError("BMI_TLS_CERT and BMI_TLS_CA go together: TLS needs this program's certificate "
                              "and the CA that signed every program's certificate")
+        if self.BMI_ROLES_FILE and not (self.BMI_TLS_CERT and self.BMI_IMPORT_DIRS):
+            raise ValueError("BMI_ROLES_FILE needs TLS (BMI_TLS_CERT), whose client certificates tell the callers "
+                             "apart, and BMI_IMPORT_DIRS, outside which import_image reads nothing")
         dhcp_parts = len(self.BMI_DHCP_RANGE.split(",")) if self.BMI_DHCP_RANGE else 0
         if self.BMI_DHCP_MODE != "off" and (not self.BMI_DHCP_INTERFACE or dhcp_parts not in (
                 (2, 3) if self.BMI_DHCP_MODE == "full" else (1, 2))):

@@ -12,21 +12,26 @@ from bmi import logs, names, progress, pyrosetup, runner
 from bmi.audit import AuditLog, audited
 from bmi.bootscripts import BootScripts
 from bmi.bootservice import boot_service_for
-from bmi.errors import BadInput, InUse, NotFound, Refused, ServiceError
+from bmi.changes import Pushed, watch_for
+from bmi.errors import AlreadyExists, BadInput, InUse, NotFound, Refused, ServiceError
 from bmi.exports import Exports
 from bmi.gateways import Gateways
 from bmi.imageholds import DELETE, SNAPSHOT, ImageHolds
 from bmi.locks import Busy, HeldElsewhere, NamedLocks, hold_lock_file
 from bmi.logs import RecurringProblem
-from bmi.nodes import DETACHING, EXPORTING, READY, GatewayRecord, NodeRecord
+from bmi.metrics import Metrics
+from bmi.nodes import DETACHING, EXPORTING, READY, GatewayRecord, ImageOwner, NodeRecord
+from bmi.placement import placed
+from bmi.power import ACTIONS, Power, bmc_from
 from bmi.records import records_for
 from bmi.recovery import Recovery
+from bmi.rights import Rights, acting, guarded
 from bmi.storage import Storage
 from bmi.target import LUN, Target
 
 log = logging.getLogger("bmi.mainserver")
 OPERATIONS = ("import_image", "provision", "detach_node", "create_snapshot", "delete_image", "list_all_images",
-              "remove_gateway")
+              "remove_gateway", "power")
 TGT_LOCK = "bmi-rpc-tgtd-%d.lock"   # in BMI_LOCK_DIR: one main server drives a tgtd (its control port)
 
 
@@ -59,10 +64,15 @@ class MainServer:
         # delete's own commands may take
         self._image_holds = ImageHolds(self._records, self.settings.BMI_GATEWAY, 2 * self.settings.BMI_SCRIPT_TIMEOUT)
         self._boot_service = boot_service_for(self.settings)
+        self._power = Power(self.settings)
         self._exports = Exports(self.settings, self._target, self._boot_scripts, self._gateways, self._records,
                                 self._locks, self._boot_service)
         self._recovery = Recovery(self._records, self._storage, self._exports, self._gateways, self._locks)
+        self._pushed = Pushed(self.settings.BMI_TGT_CHECK_SECONDS)   # what the watch brings in (bmi/changes.py)
+        self._watch = watch_for(self.settings, self._pushed.add, lambda watcher: self._put_gateway())
+        self.rights = Rights(self.settings)                      # checked by @audited and @guarded
         self.audit_log = AuditLog(self.settings.BMI_AUDIT_LOG)   # written by @audited
+        self.metrics = Metrics(self.settings, self._records, self._target, self._gateways, OPERATIONS)   # and counted
         self._lock_files = []      # held while the server runs: its state directory and its tgtd are its own
 
     def claim(self):
@@ -85,14 +95,16 @@ class MainServer:
         if not self._lock_files:
             self.claim()
         warn_of_a_boot_portal_nodes_cannot_reach(self.settings.BMI_BOOT_PORTAL)
+        self.rights.load()
         self.audit_log.open()
         self._boot_scripts.open()
         if self._boot_service is not None:
             self._boot_service.open()
         self._records.load()
         self._records.let_go_images(self._gateways.name)   # what a killed delete or snapshot of this gateway held
-        self._records.put_gateway(GatewayRecord(self._gateways.name, self.settings.BMI_ISCSI_PORTAL,
-                                                self.settings.BMI_BOOT_PORTAL, str(self.uri) if self.uri else None))
+        if self._watch is not None:
+            self._watch.open()   # before the gateway's record names it: alive to the others from the start
+        self._put_gateway()
         self._recovery.load()
         leftovers = []
         try:
@@ -105,6 +117,8 @@ class MainServer:
 
     def close(self):
         self.audit_log.close()
+        if self._watch is not None:
+            self._watch.close()
         self._records.close()
         while self._lock_files:
             os.close(self._lock_files.pop())
@@ -117,27 +131,38 @@ class MainServer:
 
     @Pyro4.expose
     @audited
-    def import_image(self, image, path):
+    def import_image(self, image, path, *, project=None, public=False):
         names.check_image(image)
         names.check_path(path)
+        check_flag("public", public)
+        owner = ImageOwner(acting().project_for(project), public)
         with self._locks.hold("image:" + image):
             self._storage.import_image(image, path)
-        return {"image": image, "path": path}
+            self._give_image(image, owner)
+        return {"image": image, "path": path, "project": owner.project, "public": public}
 
     @Pyro4.expose
     @audited
-    def provision(self, image, node, macs=()):
+    def provision(self, image, node, macs=(), bmc=None, reboot=False, *, project=None):
         names.check_image(image)
         names.check_node(node)
         macs = names.check_macs(macs)
+        bmc = bmc_from(bmc) if bmc is not None else None
+        check_flag("reboot", reboot)
+        if reboot and bmc is None:
+            raise BadInput("provision --reboot needs the node's BMC")
+        project = acting().project_for(project)
         with self._locks.hold("node:" + node, shared=["image:" + image]):
-            record = self._records.add(NodeRecord(
-                node=node, image=image, iqn=self._target.iqn(node), chap_user=node, macs=macs,
-                chap_secret=secrets.token_urlsafe(12), gateway=self._gateways.name))   # a crash is undone from here on
+            if not acting().uses(self._records.image_owner(image)):
+                raise NotFound("no such image: %s" % image)   # the words of the storage backend's clone
+            record = self._add_node(NodeRecord(
+                node=node, image=image, iqn=self._target.iqn(node), chap_user=node, macs=macs, bmc=bmc,
+                chap_secret=secrets.token_urlsafe(12), gateway=self._gateways.name, project=project))
             try:
                 self._image_holds.wait_for_delete(image)   # the record first: a delete from now on sees it
-                record = self._records.move(record, EXPORTING, backing=self._storage.clone(image, node))
-                others = self._gateways.sync_node_meanwhile(node)   # they export it meanwhile
+                record = self._records.move(record, EXPORTING, backing=self._storage.clone(image, node), paths=placed(
+                    node, self._gateways.live(fresh=False), self.settings.BMI_PATHS))
+                others = self._gateways.sync_node_meanwhile(node)   # those placed export it meanwhile
                 try:
                     self._exports.export(record)
                 finally:
@@ -146,16 +171,24 @@ class MainServer:
             except Exception:
                 self._recovery.take_away(record, later=True)
                 raise
-        return self._describe(record, answers)
+            result = self._describe(record, answers)
+            if reboot:   # only now: the node boots into a disk that is whole, exported and named by its boot script
+                result["power"] = self._power_for(record, "cycle", "is provisioned, but not rebooted")
+        return result
 
     @Pyro4.expose
     @audited
-    def detach_node(self, node, force=False):
+    def detach_node(self, node, force=False, power_off=False):
         names.check_node(node)
-        if not isinstance(force, bool):
-            raise BadInput("force must be true or false, not %r" % (force,))
+        check_flag("force", force)
+        check_flag("power_off", power_off)
         with self._locks.hold("node:" + node):
             record = self._ready_record(node)
+            if power_off:   # first: a node that is off has let go of its disk
+                self._power_for(record, "off", "is not detached")
+                # what sessions are left are the dead ones of a machine that is off (its OS never
+                # logged out; tgtd drops them only after its pings go unanswered): cut, as --force
+                force = True
             if not force:
                 logged_in = self._logged_in_anywhere(record)
                 if logged_in:
@@ -174,8 +207,9 @@ class MainServer:
         names.check_node(node)
         names.check_image(snapshot)
         with self._locks.hold("node:" + node, "image:" + snapshot), self._image_holds.hold(snapshot, SNAPSHOT):
-            self._ready_record(node)
+            record = self._ready_record(node)
             self._storage.snapshot(node, snapshot)
+            self._give_image(snapshot, ImageOwner(record.project))   # the node's project's
         return {"node": node, "image": snapshot}
 
     @Pyro4.expose
@@ -190,23 +224,31 @@ class MainServer:
                 raise InUse("image %s is in use: node%s %s provisioned from it; detach %s first"
                             % (image, "s" if len(nodes) > 1 else "", ", ".join(nodes), "them" if len(nodes) > 1 else "it"))
             self._storage.delete_image(image)
+            self._records.remove_image_owner(image)
         return {"image": image}
 
     @Pyro4.expose
     @audited
     def list_all_images(self):
+        """What the caller may see: its projects' images and nodes, and the public images."""
+        caller = acting()
+        owners = self._records.image_owners()
         exported = self._gateways.exported_nodes()
         try:
             exported[self._gateways.name] = self.exported_nodes()
         except runner.CommandFailed as err:   # this gateway's tgtd is down: the listing still answers
             log.warning("cannot list this gateway's targets: %s", err)
             exported[self._gateways.name] = None
-        nodes = [{"node": r.node, "image": r.image, "iqn": r.iqn, "macs": list(r.macs),
-                  "gateways": sorted(gateway for gateway, nodes in exported.items() if nodes and r.node in nodes)}
-                 for r in self._records.all() if r.state == READY]
+        nodes = [owned({"node": r.node, "image": r.image, "iqn": r.iqn, "macs": list(r.macs), "paths": list(r.paths),
+                        "bmc": r.bmc.public() if r.bmc else None,
+                        "gateways": sorted(gateway for gateway, nodes in exported.items() if nodes and r.node in nodes)},
+                       ImageOwner(r.project))
+                 for r in self._records.all() if r.state == READY and caller.sees(r.project)]
         gateways = [{"name": g.name, "portal": g.boot_portal, "up": exported.get(g.name) is not None}
                     for g in self._gateways.all()]
-        return {"images": self._storage.list_images(), "nodes": sorted(nodes, key=lambda n: n["node"]),
+        images = [owned(i, owners.get(i["name"], ImageOwner()))
+                  for i in self._storage.list_images() if caller.uses(owners.get(i["name"]))]
+        return {"images": images, "nodes": sorted(nodes, key=lambda n: n["node"]),
                 "gateways": gateways}
 
     @Pyro4.expose
@@ -226,11 +268,23 @@ class MainServer:
         return {"gateway": gateway}
 
     @Pyro4.expose
+    @audited
+    def power(self, node, action):
+        """Turn a provisioned node on, off, or off and on again through its BMC, or read its state."""
+        names.check_node(node)
+        if action not in ACTIONS:
+            raise BadInput("unknown power action %r: one of %s" % (action, ", ".join(ACTIONS)))
+        with self._locks.hold("node:" + node):
+            return {"node": node, "power": self._power_for(self._ready_record(node), action, "power " + action)}
+
+    @Pyro4.expose
+    @guarded
     def ping(self):
         """A no-op round trip: is the server there?"""
         return "pong"
 
     @Pyro4.expose
+    @guarded
     def health(self):
         """Whether what this gateway needs answers: {"gateway": name, "parts": {part: {"up": bool,
         "detail": words}}}, its tgtd, its storage (and so Ceph, with rbd), its boot service."""
@@ -251,6 +305,7 @@ class MainServer:
     # --- for the other gateways (bmi/gateways.py) ------------------------------------------------
 
     @Pyro4.expose
+    @guarded
     def sync_node(self, node):
         """Bring this gateway's export of node in line with its record now: {"exported": bool}; or,
         while an operation of this gateway holds the node (which may be the caller's peer call that
@@ -264,11 +319,13 @@ class MainServer:
             return {"exported": None, "busy": True}
 
     @Pyro4.expose
+    @guarded
     def logged_in(self, node):
         """The initiators logged in to node's target at this gateway."""
         return self._exports.logged_in(names.check_node(node))
 
     @Pyro4.expose
+    @guarded
     def exported_nodes(self):
         """The nodes this gateway's tgtd exports."""
         return self._exports.exported_nodes()
@@ -284,9 +341,11 @@ class MainServer:
         if not isinstance(arguments, (list, tuple)) or not isinstance(options, dict):
             raise BadInput("arguments must be a list and options a dict")
         caller = getattr(Pyro4.current_context, "client_sock_addr", None)
+        client = getattr(Pyro4.current_context, "client", None)
 
         def call():
             Pyro4.current_context.client_sock_addr = caller   # the audit log names the real caller
+            Pyro4.current_context.client = client             # and bmi/rights.py its certificate
             return getattr(self, operation)(*arguments, **options)
 
         yield from progress.follow(call, "follow " + operation)
@@ -294,11 +353,19 @@ class MainServer:
     def keep_targets_exported(self, stop):
         """Until stop is set, finish what is unfinished and keep this gateway's exports in line with
         the records: give back any target tgtd lost (it restarted, say), take on nodes other gateways
-        provisioned, drop those they detached, and name every gateway in the boot scripts."""
+        provisioned or placed here, drop those they detached or placed elsewhere, place nodes anew
+        when a gateway came or went (bmi/placement.py), and keep every boot script naming its node's
+        placed gateways. A node another gateway changed is looked at as soon as that is pushed
+        (bmi/changes.py); every node, and the gateways, at least every BMI_TGT_CHECK_SECONDS."""
         problem = RecurringProblem(log, "cannot check the targets")
-        while not stop.wait(self.settings.BMI_TGT_CHECK_SECONDS):
+        while not stop.is_set():
+            nodes = self._pushed.next_round()
             try:
-                self.reconcile()
+                if nodes is None:
+                    with self.metrics.reconcile_round():
+                        self.reconcile()
+                else:
+                    self._exports.sync_each(nodes)
                 problem.clear()
             except Exception as err:
                 problem.report(err)
@@ -309,7 +376,13 @@ class MainServer:
         try:
             self._recovery.finish()
         finally:
-            self._exports.bring_in_line()
+            self._exports.bring_in_line(self._gateways.live())
+
+    def _put_gateway(self):
+        """Save this gateway's record: where it is, and the Ceph client of its watch, if any."""
+        self._records.put_gateway(GatewayRecord(self._gateways.name, self.settings.BMI_ISCSI_PORTAL,
+                                                self.settings.BMI_BOOT_PORTAL, str(self.uri) if self.uri else None,
+                                                self._watch.watcher if self._watch is not None else None))
 
     def _tidy_up(self, images):
         """In the background, what a crash left: its half-done nodes (which may wait for a killed
@@ -327,10 +400,42 @@ class MainServer:
                     log.error("cannot remove what a killed copy left of image %s: %s", image, err)
 
     def _ready_record(self, node):
+        """The record of a provisioned node the caller may see; another project's is not there to it."""
         record = self._records.get(node)
-        if record is None or record.state != READY:
+        if record is None or record.state != READY or not acting().sees(record.project):
             raise NotFound("node %s is not provisioned" % node)
         return record
+
+    def _add_node(self, record):
+        """Add a node's record; a crash is undone from here on. A node of a project the caller may
+        not see is named as taken, and no more."""
+        try:
+            return self._records.add(record)
+        except (AlreadyExists, InUse):
+            other = self._records.get(record.node)
+            if other is not None and not acting().sees(other.project):
+                raise AlreadyExists("node %s is taken" % record.node) from None
+            raise
+
+    def _give_image(self, image, owner):
+        """Record whose the golden image just made is; failing that, take the image away again: no
+        image is left without its owner."""
+        try:
+            self._records.put_image_owner(image, owner)
+        except Exception:
+            self._storage.delete_image(image)
+            raise
+
+    def _power_for(self, record, action, otherwise):
+        """action (bmi/power.py) on record's node; a failure says what became of the operation
+        ("node NODE OTHERWISE: why"), as the failure's own kind."""
+        if record.bmc is None:
+            raise Refused("node %s has no BMC: provision it with --bmc-driver, --bmc-address, --bmc-user and "
+                          "--bmc-password-file" % record.node)
+        try:
+            return self._power.act(record, action)
+        except ServiceError as err:
+            raise type(err)("node %s %s: %s" % (record.node, otherwise, err)) from None
 
     def _logged_in_anywhere(self, record):
         """'INITIATOR (at gateway GATEWAY)' of every initiator logged in to the node's target, at
@@ -357,7 +462,7 @@ class MainServer:
         """The result of a provision: where the node is exported, and which gateways did not answer
         (answers: the other gateways' to sync_node; one that was busy with the node exports it soon)."""
         portals = {g.name: g.boot_portal for g in self._gateways.all()}
-        exporting = {self._gateways.name: self.settings.BMI_BOOT_PORTAL}
+        exporting = {self._gateways.name: self.settings.BMI_BOOT_PORTAL} if self._exports.placed_here(record) else {}
         exporting.update({name: portals[name] for name, answer in answers.items() if answer and answer["exported"]})
         return {"node": record.node, "image": record.image, "iqn": record.iqn, "macs": list(record.macs),
                 "portal": self.settings.BMI_ISCSI_PORTAL, "portals": exporting, "lun": LUN,
@@ -365,18 +470,37 @@ class MainServer:
                 "boot_script": self._boot_scripts.path(record.node)}
 
 
-def register_with_name_server(uri, settings, stop):
+def owned(listed, owner):
+    """A listed node or image with its project, and "public": true if it is; one of no project (the
+    admins' alone) and not public, as it was listed before projects."""
+    return dict(listed, **({"project": owner.project} if owner.project else {}),
+                **({"public": True} if owner.public else {}))
+
+
+def check_flag(name, value):
+    if not isinstance(value, bool):
+        raise BadInput("%s must be true or false, not %r" % (name, value))
+
+
+def register_with_name_servers(uri, settings, stop):
+    """Keep uri registered with every name server of BMI_NS_HOST, each in a thread of its own (one
+    that hangs holds up no other)."""
+    for where in pyrosetup.name_servers(settings):
+        threading.Thread(target=register_with_name_server, args=(uri, settings, where, stop), daemon=True).start()
+
+
+def register_with_name_server(uri, settings, where, stop):
     """Keep uri registered as this gateway, SERVICE.GATEWAY, with the service's name as metadata,
-    by which clients find every gateway: wait for the name server, register again after it restarts."""
+    by which clients find every gateway, at the name server at where (host, port): wait for it,
+    register again after it restarts."""
     name = "%s.%s" % (settings.BMI_OBJECT_NAME, settings.BMI_GATEWAY)
-    problem = RecurringProblem(log, "cannot register with the name server at %s:%s"
-                               % (settings.BMI_NS_HOST, settings.BMI_NS_PORT))
+    problem = RecurringProblem(log, "cannot register with the name server at %s:%s" % where)
     while not stop.is_set():
         try:
-            with pyrosetup.locate_ns(settings) as ns:
+            with pyrosetup.locate_ns(settings, where) as ns:
                 if ns.list(prefix=name).get(name) != str(uri):
                     ns.register(name, uri, metadata={settings.BMI_OBJECT_NAME})
-                    log.info("registered %s as %s", uri, name)
+                    log.info("registered %s as %s with the name server at %s:%s", uri, name, *where)
             problem.clear()
         except Pyro4.errors.PyroError as err:
             problem.report(err)
@@ -394,11 +518,12 @@ def main(argv=None):
         daemon = pyrosetup.daemon(settings)
         server.uri = uri = daemon.register(server, objectId=settings.BMI_OBJECT_NAME)
         server.start()
+        server.metrics.serve()
     except (OSError, ValueError, HeldElsewhere, runner.CommandFailed) as err:
         server.close()
         sys.exit("mainserver: %s" % (err.strerror if isinstance(err, OSError) and err.strerror else err))
     stop = threading.Event()
-    for job in (lambda: register_with_name_server(uri, settings, stop),
+    for job in (lambda: register_with_name_servers(uri, settings, stop),
                 lambda: server.keep_targets_exported(stop)):
         threading.Thread(target=job, daemon=True).start()
     try:

@@ -22,7 +22,7 @@ from testkit.initiator import lun_url, node_record, read_lun, write_lun
 
 
 OPERATIONS = {"import_image", "provision", "detach_node", "create_snapshot", "delete_image", "list_all_images", "ping",
-              "remove_gateway", "follow", "sync_node", "logged_in", "exported_nodes", "health"}
+              "remove_gateway", "follow", "sync_node", "logged_in", "exported_nodes", "health", "power"}
 
 
 @pytest.fixture
@@ -83,7 +83,9 @@ def test_provision_exports_a_clone_and_writes_the_boot_script(server, settings, 
     assert os.stat(boot_script).st_mode & 0o777 == 0o600
     assert read_lun(lun_url(settings, "node-a"), tmp_path / "back.raw") == golden
     assert server.list_all_images()["nodes"] == [{"node": "node-a", "image": "golden", "iqn": iqn,
-                                                  "gateways": [settings.BMI_GATEWAY], "macs": []}]
+                                                  "gateways": [settings.BMI_GATEWAY], "paths": [settings.BMI_GATEWAY],
+                                                  "bmc": None,
+                                                  "macs": []}]
 
 
 def test_the_target_requires_the_nodes_chap_secret(server, settings, golden, tmp_path):
@@ -113,7 +115,8 @@ BAD_CALLS = [
     ("provision", ("golden", "Node-A")), ("provision", ("golden", "-rf")), ("provision", ("gold;en", "n")),
     ("provision", ("golden", "a" * 64)), ("provision", ("golden", "node\n")), ("provision", ("$(id)", "n")),
     ("detach_node", ("../n",)), ("create_snapshot", ("node-a", "x/y")), ("create_snapshot", ("n_1", "ok")),
-    ("provision", (1, "n")),
+    ("provision", (1, "n")), ("power", ("../n", "on")),
+    ("provision", ("golden", "n", (), {"driver": "smoke", "address": "h", "user": "u", "password": "p"})),
 ]
 
 

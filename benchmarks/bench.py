@@ -4,6 +4,8 @@ node. Prints a table, writes JSON.
 
     tools/benchmark [--backend file|rbd|both] [--out FILE] [--nodes 500] [--figures control,import]
     tools/benchmark --backend file --figures boot      # the boot of a node (benchmarks/boot.py)
+    tools/benchmark --backend file --figures move      # moving a node to another image (benchmarks/move.py)
+    tools/benchmark --figures placement                # placement at scale (benchmarks/placement.py)
 
 It starts its own tgtd, Ceph cluster (rbd), name server and main server on loopback, as the tests
 do, and stops them by process id.
@@ -20,7 +22,7 @@ import time
 
 import config
 from bmi import pyrosetup
-from benchmarks import boot, datapath, gateways
+from benchmarks import boot, datapath, gateways, move, placement
 from config import ROOT
 from mainserver import MainServer
 from testkit.daemons import CephCluster, Tgtd, free_port
@@ -45,6 +47,7 @@ TARGETS = {   # name: (figure, limit, what the issue asks)
     "boot_bios_iscsi_vs_local": ("BIOS boot to the shell, iSCSI / local disk", 1.3, "at most"),
     "boot_uefi_iscsi_vs_local": ("UEFI boot to the shell, iSCSI / local disk", 1.3, "at most"),
     "boot_storm_16_vs_1": ("one boot's reads, 16 nodes at once / one alone", 1.5, "at most"),
+    "move_control_share": ("moving a node: the control plane's share of the move", 0.10, "at most"),
 }
 
 
@@ -275,6 +278,10 @@ def run_backend(backend, nodes, workdir, cluster, groups):
         boot_dir = os.path.join(workdir, "boot")
         os.makedirs(boot_dir)
         figures["boot"] = boot.run(lambda extra: Bench(backend, boot_dir, cluster, extra), boot_dir)
+    if "move" in groups:   # so too
+        move_dir = os.path.join(workdir, "move")
+        os.makedirs(move_dir)
+        figures["move"] = move.run(lambda extra: Bench(backend, move_dir, cluster, extra), move_dir)
     return figures
 
 
@@ -328,6 +335,8 @@ def verdicts(figures, nodes, backend):
         found.update({"boot_bios_iscsi_vs_local": figures["boot"]["bios"]["ratio"],
                       "boot_uefi_iscsi_vs_local": figures["boot"]["uefi"]["ratio"],
                       "boot_storm_16_vs_1": figures["boot"]["storm"]["ratio"]})
+    if "move" in figures:
+        found["move_control_share"] = figures["move"]["control_share"]
     if "gateways" in figures:
         found["two_gateways_vs_one"] = ratio(figures["gateways"]["provision_two_gateways_s"],
                                              figures["gateways"]["provision_one_gateway_s"])
@@ -340,6 +349,8 @@ def table(results):
         cells = ["%10.3f" % results[b]["verdicts"][key] if key in results.get(b, {}).get("verdicts", {})
                  else "%10s" % "-" for b in ("file", "rbd")]
         lines.append("%-52s %s %s  %s %g" % (label, cells[0], cells[1], how, limit))
+    if "placement" in results:
+        lines.extend(placement.lines(results["placement"]))
     for backend in ("file", "rbd"):
         if backend not in results:
             continue
@@ -353,6 +364,8 @@ def table(results):
                 ", ".join("%s at once %s" % (n, "%.1f" % t if t else "failed") for n, t in d["boot_storm"].items())))
         if "boot" in f:
             lines.extend(boot_lines(backend, f["boot"]))
+        if "move" in f:
+            lines.extend(move.lines(backend, f["move"]))
         if "gateways" in f:
             g = f["gateways"]
             lines.append("%s: provision median %.1f ms with one gateway, %.1f ms with two" % (
@@ -420,14 +433,19 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results.json"))
     parser.add_argument("--figures", default="control,import,gateways,datapath",
                         help="which groups of figures: control (RPC, provisions, scaling, memory), import, "
-                             "gateways (rbd), datapath, boot (not by default: VMs under TCG, about 5 minutes a backend)")
+                             "gateways (rbd), datapath, boot (not by default: VMs under TCG, about 5 minutes a backend), "
+                             "move (not by default either: a node moved 4 times, about 3 minutes a backend), "
+                             "placement (no daemons: 10,000 nodes on 20 gateways)")
     args = parser.parse_args()
     groups = set(args.figures.split(","))
     results = {}
+    if "placement" in groups:   # of no backend: the rule every gateway computes
+        results["placement"] = placement.run()
+    backends = (["file", "rbd"] if args.backend == "both" else [args.backend]) if groups - {"placement"} else []
     with tempfile.TemporaryDirectory(prefix="bmi-bench-") as workdir:
-        cluster = CephCluster(os.path.join(workdir, "ceph")) if args.backend != "file" else None
+        cluster = CephCluster(os.path.join(workdir, "ceph")) if "rbd" in backends else None
         try:
-            for backend in (["file", "rbd"] if args.backend == "both" else [args.backend]):
+            for backend in backends:
                 os.makedirs(os.path.join(workdir, backend))
                 figures = run_backend(backend, args.nodes, os.path.join(workdir, backend), cluster, groups)
                 if backend == "rbd" and "gateways" in groups:

@@ -8,13 +8,18 @@ import time
 
 import Pyro4
 
-from bmi import errors
+from bmi import errors, rights
 
 log = logging.getLogger("bmi.audit")
 
 
+SECRETS = ("password",)   # keys of a dict argument (a node's BMC) whose values the audit log never keeps
+
+
 def shorten(value):
-    """An argument as the audit log keeps it: hostile ones may be huge."""
+    """An argument as the audit log keeps it: hostile ones may be huge, and secrets are left out."""
+    if isinstance(value, dict):
+        value = {key: "(secret)" if key in SECRETS else item for key, item in value.items()}
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= 200 else text[:200] + "..."
 
@@ -39,9 +44,12 @@ class AuditLog:
             os.close(self._fd)
             self._fd = None
 
-    def write(self, operation, args, kwargs, outcome, seconds, caller=None):
+    def write(self, operation, args, kwargs, outcome, seconds, caller=None, who=None):
+        """caller: the caller's (host, port); who: its rights.Caller, by whose subject and role."""
+        who = who or rights.acting()
         line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                            "caller": "%s:%s" % caller[:2] if caller else "in-process",
+                           "subject": who.subject, "role": who.role,
                            "operation": operation, "arguments": [shorten(a) for a in args],
                            "options": {k: shorten(v) for k, v in kwargs.items()}, "outcome": shorten(outcome),
                            "seconds": round(seconds, 6)})
@@ -67,21 +75,26 @@ class AuditLog:
 
 
 def audited(operation):
-    """Write every call of a server's operation to the server's audit_log: time, caller, arguments,
-    outcome, duration. Errors leave as the kinds of bmi/errors.py, which Pyro4 rebuilds at the client."""
+    """Check the caller's rights to a server's operation (bmi/rights.py: refused, it does not run)
+    and write every call to the server's audit_log: time, caller, its subject and role, arguments,
+    outcome, duration; and count it in the server's metrics (bmi/metrics.py). Errors leave as the
+    kinds of bmi/errors.py, which Pyro4 rebuilds at the client."""
     @functools.wraps(operation)
     def call(server, /, *args, **kwargs):   # "/": a keyword named server is refused, and audited, too
         started = time.monotonic()
+        caller = server.rights.caller()
 
         def write(outcome):
             server.audit_log.write(operation.__name__, args, kwargs, outcome, time.monotonic() - started,
-                                   getattr(Pyro4.current_context, "client_sock_addr", None))
-        try:
-            result = operation(server, *args, **kwargs)
-        except Exception as err:
-            plain = _plain(err)
-            write("%s: %s" % (type(plain).__name__, plain))
-            raise plain from None
+                                   getattr(Pyro4.current_context, "client_sock_addr", None), caller)
+        with server.metrics.operation(operation.__name__):
+            try:
+                with rights.acting_as(caller, operation.__name__):
+                    result = operation(server, *args, **kwargs)
+            except Exception as err:
+                plain = _plain(err)
+                write("%s: %s" % (type(plain).__name__, plain))
+                raise plain from None
         write("ok")
         return result
     return call

@@ -15,6 +15,11 @@ class BootScripts:
     def path(self, node):
         return os.path.join(self.directory, node + ".ipxe")
 
+    def nodes(self):
+        """The nodes that have a boot script here."""
+        return [name[:-len(".ipxe")] for name in os.listdir(self.directory)
+                if name.endswith(".ipxe") and not name.startswith(".")]
+
     def write(self, record, portals):
         """Write the node's script (text). Mode 0600: it holds the node's CHAP secret."""
         write_private(self.path(record.node), self.text(record, portals), sync=False)

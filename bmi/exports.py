@@ -2,15 +2,26 @@
 a boot service, its entry there (its MACs get the script), made and removed together, and kept in line
 with the records.
 
-A node is exported at every gateway while its record is in nodes.EXPORTED, and withdrawn once it is
-detaching or gone; while it is provisioning it is its gateway's to finish, and left alone.
+While a node's record is in nodes.EXPORTED, its target is at the gateways the record places it on
+(bmi/placement.py; a record that names none: at every gateway), and its boot script and boot entry
+at every gateway, naming those gateways' portals. All of it is withdrawn once the node is detaching
+or gone; while it is provisioning it is its gateway's to finish, and left alone.
+
+When the gateways that answer change, each ready node is placed anew over them, in its record, by
+the first gateway of its new placement (one gateway writes each record; a record changed meanwhile
+is left to the next round). A gateway no longer placed for a node keeps its target while an
+initiator is logged in through it, until every placed gateway exports it: a path goes only once
+another is in place.
 """
 import logging
 
-from bmi.nodes import DETACHING, EXPORTED, PROVISIONING
+from bmi.locks import Busy
+from bmi.nodes import DETACHING, EXPORTED, PROVISIONING, READY, Changed
+from bmi.placement import placed
 
 log = logging.getLogger("bmi.exports")
 MADE = "exporting %s as %s"   # the log's line when a node's target is made here (tests look for it)
+BUSY_SECONDS = 1.0   # how long sync_each waits for a node an operation holds
 
 
 class Exports:
@@ -22,22 +33,30 @@ class Exports:
         self._gateways = gateways
         self._records = records
         self._locks = locks
-        self._portals_named = None   # every gateway's portal, as the boot scripts name them
+        self._paths = settings.BMI_PATHS
+        self._named = {}   # node: the portals its boot script here names, as this server wrote it
+        self._placing = ((), {})   # the last round's live gateways, and each ready node's placement over them
+
+    def placed_here(self, record):
+        """Whether the node's record places it on this gateway (one that names none: every gateway)."""
+        return not record.paths or self._gateways.name in record.paths
 
     def export(self, record):
-        """Make the node's target, boot script and boot entry here."""
-        self._target.create(record.iqn, record.backing, record.chap_user, record.chap_secret)
+        """Make the node's boot script and boot entry here, and its target if it is placed here."""
+        if self.placed_here(record):
+            self._target.create(record.iqn, record.backing, record.chap_user, record.chap_secret)
         self._write_boot(record)
 
     def _write_boot(self, record):
-        portals = self.portals()
+        portals = self.portals(record)
         self._boot_scripts.write(record, portals)
         if self._boot_service is not None and record.macs:
             self._boot_service.publish(record.node, record.macs, self._boot_scripts.text(record, portals))
+        self._named[record.node] = portals
 
     def ensure(self, record):
-        """Make whatever of the node's target and boot script is missing here."""
-        if record.node not in self._target.exported_nodes():
+        """Make whatever of the node's target (if placed here) and boot script is missing here."""
+        if self.placed_here(record) and record.node not in self._target.exported_nodes():
             log.info(MADE, record.node, record.iqn)
             self.export(record)
         else:
@@ -50,6 +69,7 @@ class Exports:
         self._boot_scripts.remove(node)
         if self._boot_service is not None:
             self._boot_service.withdraw(node)
+        self._named.pop(node, None)
 
     def exported_nodes(self):
         """The nodes whose targets this gateway's tgtd has, whole."""
@@ -59,41 +79,108 @@ class Exports:
         """The initiators logged in to the node's target here."""
         return self._target.connections(self._target.iqn(node))
 
-    def sync(self, node):
+    def sync(self, node, live=None):
         """Bring the node's export here in line with its record (the caller holds the node's lock):
-        exported while in EXPORTED, withdrawn once detaching or gone. Whether it is exported now."""
+        while in EXPORTED, its boot script, and its target if placed here or handed over still;
+        everything withdrawn once detaching or gone. With live (the names of the gateways that
+        answer), a ready node is first placed anew over them, if this gateway places it first.
+        Whether its target is here now."""
         record = self._records.get(node)
+        if record is not None and live is not None and record.state == READY:
+            record = self._place(record, live)
         if record is not None and record.state in EXPORTED:
-            self.ensure(record)
-            return True
+            if self.placed_here(record) or self._handing_over(record):
+                self.ensure(record)
+                return True
+            if node in self._target.exported_nodes():
+                log.info("%s is placed on %s now: taking its target away", node, ", ".join(record.paths))
+                self._target.delete(record.iqn, node, force=True)
+            self._write_boot(record)
+            return False
         if record is None or record.state == DETACHING:
             if node in self._target.exported_nodes():
                 log.info("%s is %s: taking its target away", node, "gone" if record is None else "being detached")
             self.withdraw(node)
         return False
 
-    def bring_in_line(self):
-        """Sync every node whose export here is not what its record says, and rewrite every boot
-        script when a gateway came or went (each names every gateway's portal)."""
-        portals = self.portals()
-        rewrite = portals != self._portals_named
-        # The records before the listing, so a target missing from it is really missing; a node that
-        # changes meanwhile is looked at again under its lock, by sync.
+    def sync_each(self, nodes):
+        """Sync each of nodes (another gateway changed its record) under its lock; one that an
+        operation holds is left to the next full round (bring_in_line), which looks at every node."""
+        for node in nodes:
+            try:
+                with self._locks.hold("node:" + node, timeout=BUSY_SECONDS):
+                    self.sync(node)
+            except Busy:
+                log.info("%s is busy here: the next round brings its export in line", node)
+
+    def bring_in_line(self, live=None):
+        """Sync every node whose export here is not what its record says (its target here or not,
+        its boot script naming its placed gateways' portals); with live (the names of the gateways
+        that answer), also every ready node to be placed anew over them by this gateway."""
+        gateways = self._gateways.all()
+        # The records before the listings, so a target missing from them is really missing; a node
+        # that changes meanwhile is looked at again under its lock, by sync.
         records = {record.node: record for record in self._records.all()}
         exported = set(self._target.exported_nodes())
         published = set(self._boot_service.published().values()) if self._boot_service else set()
-        for node in sorted(set(records) | exported | published):
+        scripted = set(self._boot_scripts.nodes())
+        placing = self._placed_first_here(records, live) if live is not None else {}
+        for node in sorted(set(records) | exported | published | scripted):
             record = records.get(node)
             if record is not None and record.state == PROVISIONING:
                 continue   # its gateway's to finish
-            wanted = record is not None and record.state in EXPORTED
-            in_line = (node in exported) == wanted and (wanted or node not in published)
-            if not in_line or (rewrite and node in exported):
+            if record is not None and record.state in EXPORTED:
+                in_line = ((node in exported) == self.placed_here(record) and node in scripted
+                           and self._named.get(node) == self.portals(record, gateways)
+                           and placing.get(node, record.paths) == record.paths)
+            else:
+                in_line = node not in exported | published | scripted
+            if not in_line:
                 with self._locks.hold("node:" + node):
-                    self.sync(node)
-        self._portals_named = portals
+                    self.sync(node, live)
 
-    def portals(self):
-        """The boot portals of every gateway, this one's first: a node's boot script tries them all."""
-        others = [g.boot_portal for g in self._gateways.all() if g.name != self._gateways.name]
-        return [self._boot_portal] + [portal for portal in others if portal != self._boot_portal]
+    def _placed_first_here(self, records, live):
+        """{node: its placement over live} of the ready nodes whose placement this gateway is the
+        first of; kept from round to round while live stays the same (hashing is the cost)."""
+        live = tuple(live)
+        known = self._placing[1] if self._placing[0] == live else {}
+        placements = {node: known.get(node) or placed(node, live, self._paths)
+                      for node, record in records.items() if record.state == READY}
+        self._placing = (live, placements)
+        return {node: paths for node, paths in placements.items() if paths[0] == self._gateways.name}
+
+    def _place(self, record, live):
+        """The record, placed anew over live if this gateway is the first of its placement there and
+        the placement changed."""
+        paths = placed(record.node, live, self._paths)
+        if paths == record.paths or paths[0] != self._gateways.name:
+            return record
+        log.info("placing %s on %s (it was on %s)", record.node, ", ".join(paths),
+                 ", ".join(record.paths) or "every gateway")
+        try:
+            return self._records.place(record, paths)
+        except Changed:   # another gateway's change came first: it stands, for this round
+            return self._records.get(record.node)
+
+    def _handing_over(self, record):
+        """Whether this gateway, no longer placed for the node, keeps its target still: an initiator
+        is logged in through it, and a gateway placed for it does not export it yet."""
+        if record.node not in self._target.exported_nodes() or not self.logged_in(record.node):
+            return False
+        elsewhere = self._gateways.exported_nodes()
+        waiting = [gateway for gateway in record.paths if record.node not in (elsewhere.get(gateway) or ())]
+        if waiting:
+            log.info("%s keeps its target here, where an initiator is logged in, until %s export%s it",
+                     record.node, ", ".join(waiting), "s" if len(waiting) == 1 else "")
+        return bool(waiting)
+
+    def portals(self, record, gateways=None):
+        """The boot portals of the gateways the node is placed on, in its placement's order (a record
+        that names none: every gateway's, this one's first), which its boot script tries in turn."""
+        gateways = self._gateways.all() if gateways is None else gateways
+        by_name = {g.name: g.boot_portal for g in gateways}
+        by_name[self._gateways.name] = self._boot_portal
+        if not record.paths:
+            others = [portal for name, portal in by_name.items() if name != self._gateways.name]
+            return [self._boot_portal] + [portal for portal in others if portal != self._boot_portal]
+        return [by_name[name] for name in record.paths if name in by_name]

@@ -1,10 +1,14 @@
 """The gateways of the service: main servers, each with a tgtd of its own, that share one store of
-records (bmi/records.py: RADOS, for rbd) and export every node in nodes.EXPORTED alike. The file
-backend has one.
+records (bmi/records.py: RADOS, for rbd) and export each node in nodes.EXPORTED at the gateways
+placed for it (bmi/placement.py). The file backend has one.
 
 A gateway asks the others through their main servers' peer methods (Pyro4, with the service's
 key), all at once: each method of Gateways below is one of them. One that does not answer within
 BMI_PEER_TIMEOUT counts as down: its answer is None, and it is named, not waited for.
+
+Which gateways are alive, Ceph tells, where the records are there: those whose watch on the changes
+it has (bmi/changes.py). One found dead so is not called at all (its answer is None at once), so a
+gateway that hangs holds up no one. With records in files (one gateway), those that answer a ping.
 """
 import concurrent.futures
 import logging
@@ -21,10 +25,21 @@ class Gateways:
         self._records = records
         self.name = name
         self._timeout = timeout
+        self._watching = None   # the Ceph clients watching the changes at the last look (None: not known)
 
     def all(self):
-        """Every gateway's record, by name: up or down, they are all in every boot script."""
+        """Every gateway's record, by name, up or down."""
         return sorted(self._records.gateways(), key=lambda gateway: gateway.name)
+
+    def live(self, fresh=True):
+        """The names of the live gateways, this one among them: those a node is placed on. Those whose
+        watch Ceph has, asked now (fresh) or as at the last look (every round of reconciling looks);
+        where the records cannot tell, those that answer a ping."""
+        if fresh or self._watching is None:
+            self._watching = self._records.watchers()
+        if self._watching is None:
+            return sorted([self.name] + [name for name, answer in self.ping().items() if answer is not None])
+        return sorted({self.name} | {g.name for g in self.all() if g.watcher in self._watching})
 
     # --- the peer interface: {gateway name: its answer, or None}, of every other gateway ---------
 
@@ -45,16 +60,20 @@ class Gateways:
         return self._ask(lambda peer: peer.exported_nodes())()
 
     def ping(self):
-        return self._ask(lambda peer: peer.ping())()
+        """Every other gateway's answer to a ping, dead to Ceph or not."""
+        return self._ask(lambda peer: peer.ping(), everyone=True)()
 
-    def _ask(self, call):
+    def _ask(self, call, everyone=False):
         others = [gateway for gateway in self.all() if gateway.name != self.name]
+        dead = {gateway.name: None for gateway in others   # to Ceph: not asked, their answer None at once
+                if self._watching is not None and not everyone and gateway.watcher not in self._watching}
+        others = [gateway for gateway in others if gateway.name not in dead]
         if not others:
-            return dict
+            return lambda: dict(dead)
         pool = concurrent.futures.ThreadPoolExecutor(len(others))
         asked = {gateway.name: pool.submit(self._ask_one, gateway, call) for gateway in others}
         pool.shutdown(wait=False)
-        return lambda: {name: answer.result() for name, answer in asked.items()}
+        return lambda: dict(dead, **{name: answer.result() for name, answer in asked.items()})
 
     def _ask_one(self, gateway, call):
         if not gateway.uri:

@@ -52,16 +52,16 @@ class ImageHolds:
         """Wait while another gateway deletes image (its node record added already); Unavailable if
         that takes longer than patience."""
         deadline = time.monotonic() + self._patience
-        waited = False
+        waited_for = None   # the gateway whose delete this provision waited for
         while True:
             holder = self._records.image_hold(image)
             if holder is None or holder.get("operation") != DELETE or holder.get("gateway") == self._gateway:
-                if waited:
-                    log.info("image %s: gateway %s's delete is over, the provision goes on", image, holder_was)
+                if waited_for:
+                    log.info("image %s: gateway %s's delete is over, the provision goes on", image, waited_for)
                 return
-            if not waited:
-                log.info("image %s: a provision waits for gateway %s's delete of it", image, holder.get("gateway"))
-                waited, holder_was = True, holder.get("gateway")
+            if not waited_for:
+                waited_for = holder.get("gateway")
+                log.info("image %s: a provision waits for gateway %s's delete of it", image, waited_for)
             if time.monotonic() >= deadline:
                 raise Unavailable("image %s is being deleted by gateway %s, which has not finished in %g s"
                                   % (image, holder.get("gateway"), self._patience))

@@ -1,9 +1,9 @@
-"""What an image, node or gateway name, a path or a MAC address may be. Checked before any command
+"""What an image, node, gateway or project name, a path or a MAC address may be. Checked before any command
 runs, by client and server alike; a value that is not one is BadInput."""
 import re
 
 from bmi.errors import BadInput
-from config import GATEWAY_FORM, IMAGE_FORM, NODE_FORM
+from config import GATEWAY_FORM, IMAGE_FORM, NODE_FORM, PROJECT_FORM
 
 MAC_FORM = "^[0-9a-f]{2}(:[0-9a-f]{2}){5}$"   # as the service keeps it: lower case, ':' between
 MAX_MACS = 8
@@ -24,6 +24,7 @@ def _checker(kind, form):
 check_image = _checker("image", IMAGE_FORM)
 check_node = _checker("node", NODE_FORM)
 check_gateway = _checker("gateway", GATEWAY_FORM)
+check_project = _checker("project", PROJECT_FORM)
 
 
 def check_path(path):

@@ -6,24 +6,24 @@ import threading
 
 HEARTBEAT_SECONDS = 1.0   # how often follow says how far an operation got, moved or not
 
-_listener = contextvars.ContextVar("progress listener", default=None)
+_listeners = contextvars.ContextVar("progress listeners", default=())
 
 
 def report(done, total):
     """done of total bytes copied, said by the command this thread runs (bmi/runner.py)."""
-    listener = _listener.get()
-    if listener is not None:
+    for listener in _listeners.get():
         listener(done, total)
 
 
 @contextlib.contextmanager
 def reported_to(listener):
-    """Within this block, this thread's progress goes to listener(done, total)."""
-    token = _listener.set(listener)
+    """Within this block, this thread's progress goes to listener(done, total) too: a client that
+    follows the operation, and the server's metrics, both hear it."""
+    token = _listeners.set(_listeners.get() + (listener,))
     try:
         yield
     finally:
-        _listener.reset(token)
+        _listeners.reset(token)
 
 
 def follow(call, name):

@@ -109,8 +109,15 @@ def _create_key_file(path):
         pass
 
 
-def locate_ns(settings):
-    return Pyro4.locateNS(settings.BMI_NS_HOST, settings.BMI_NS_PORT, broadcast=False, hmac_key=_hmac_key)
+def name_servers(settings):
+    """[(host, port)] of the name servers of BMI_NS_HOST, in its order (BMI_NS_PORT where one names none)."""
+    return [split_address(entry, settings.BMI_NS_PORT) for entry in settings.BMI_NS_HOST.split(",")]
+
+
+def locate_ns(settings, where=None):
+    """A proxy of the name server at where (host, port), by default the first of BMI_NS_HOST."""
+    host, port = where or name_servers(settings)[0]
+    return Pyro4.locateNS(host, port, broadcast=False, hmac_key=_hmac_key)
 
 
 def gateways(ns, service):
@@ -139,6 +146,14 @@ def _listening(start, host, port, setting):
 WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 
+def split_address(text, default_port=0):
+    """(host, port) of HOST, HOST:PORT or [V6 ADDRESS]:PORT; default_port where it names none."""
+    host, colon, port = text.rpartition(":")
+    if not colon or (":" in host and not host.startswith("[")):   # no port: a name, IPv4 or bare IPv6
+        return text.strip("[]"), default_port
+    return host.strip("[]"), int(port)
+
+
 def advertised(advertise, listen_host, setting, reach=None):
     """(nathost, natport) for Pyro4: the address a server that listens on listen_host gives others
     (in its URIs: the name server hands the main server's to clients). advertise (host[:port]) if
@@ -146,10 +161,7 @@ def advertised(advertise, listen_host, setting, reach=None):
     the interface that reaches reach (host, port), if it is no loopback. ValueError naming setting
     where no reachable address can be told."""
     if advertise:
-        host, colon, port = advertise.rpartition(":")
-        if not colon or (":" in host and not host.startswith("[")):   # no port: a name, IPv4 or bare IPv6
-            return advertise.strip("[]"), 0
-        return host.strip("[]"), int(port)
+        return split_address(advertise)
     if listen_host not in WILDCARD_HOSTS:
         return None, None
     address = None
@@ -189,7 +201,7 @@ class _Daemon(_HandshakeInTime, Pyro4.Daemon):
 def daemon(settings):
     host, port = settings.BMI_SERVER_HOST, settings.BMI_SERVER_PORT
     nathost, natport = advertised(settings.BMI_SERVER_ADVERTISE, host, "BMI_SERVER_ADVERTISE",
-                                  (settings.BMI_NS_HOST, settings.BMI_NS_PORT))
+                                  name_servers(settings)[0])
     server = _listening(lambda: _Daemon(host=host, port=port, nathost=nathost, natport=natport),
                         host, port, "BMI_SERVER_PORT")
     server._pyroHmacKey = _hmac_key
@@ -199,7 +211,7 @@ def daemon(settings):
 def start_name_server(settings):
     """(uri, daemon) of a name server; no broadcast responder: clients are told where it is."""
     import Pyro4.naming   # here: the client, whose start-up time counts, does not need it
-    host, port = settings.BMI_NS_HOST, settings.BMI_NS_PORT
+    host, port = name_servers(settings)[0]   # the others of BMI_NS_HOST are other hosts'
     nathost, natport = advertised(settings.BMI_NS_ADVERTISE, host, "BMI_NS_ADVERTISE")
 
     class NameServerDaemon(_HandshakeInTime, Pyro4.naming.NameServerDaemon):

@@ -16,7 +16,7 @@ import threading
 from bmi import runner
 from bmi.errors import AlreadyExists
 from bmi.files import remove_partials, write_private
-from bmi.nodes import GONE, Changed, GatewayRecord, NodeRecord, check_transition, node_exists
+from bmi.nodes import GONE, Changed, GatewayRecord, ImageOwner, NodeRecord, check_transition, node_exists
 
 SHARED = {"rbd": "rados"}   # storage backend: the helper (scripts/records/) of its shared records
 
@@ -30,7 +30,7 @@ def records_for(settings):
 
 class Records(abc.ABC):
     """The records of nodes and gateways. A node's record changes only by add, move and delete,
-    each of which checks the move between states."""
+    each of which checks the move between states, and by place, which changes no state."""
 
     def add(self, record):
         """Save a new node's record, provisioning; AlreadyExists or InUse if the node has one."""
@@ -42,12 +42,22 @@ class Records(abc.ABC):
         check_transition(record.node, record.state, state)
         return self._replace(record.changed(state=state, **fields))
 
+    def place(self, record, paths):
+        """Save record, as read, naming paths as the gateways that export it (in no other state than
+        the one it has); Changed if it is not the version read."""
+        return self._replace(record.changed(paths=tuple(paths)))
+
     def delete(self, record):
         check_transition(record.node, record.state, GONE)
         self._remove(record)
 
     def close(self):
         """Let go of what the store holds open (a connection to the cluster); files hold nothing."""
+
+    def watchers(self):
+        """The Ceph clients that watch the records' changes (bmi/changes.py), by which gateways are
+        alive; None where the store cannot tell (files: one gateway)."""
+        return None
 
     @abc.abstractmethod
     def load(self):
@@ -72,6 +82,23 @@ class Records(abc.ABC):
     @abc.abstractmethod
     def remove_gateway(self, name):
         """Forget a gateway; one that is gone already is fine."""
+
+    @abc.abstractmethod
+    def image_owners(self):
+        """{image: ImageOwner} of the golden images that have one (bmi/rights.py); one made before
+        projects, or whose import a crash cut short of it, has none: the administrators' alone."""
+
+    @abc.abstractmethod
+    def image_owner(self, image):
+        """The ImageOwner of one golden image, or None (as image_owners)."""
+
+    @abc.abstractmethod
+    def put_image_owner(self, image, owner):
+        """Save whose image is, replacing what it had."""
+
+    @abc.abstractmethod
+    def remove_image_owner(self, image):
+        """Forget whose image was; one that has none is fine."""
 
     @abc.abstractmethod
     def take_image(self, image, hold):
@@ -109,12 +136,15 @@ class Records(abc.ABC):
 
 
 class FileRecords(Records):
-    """One JSON file a node in a directory, kept in memory too; the one gateway, in memory only."""
+    """One JSON file a node in a directory, and one an image's owner in the directory "owners" beside
+    it (made with the first), kept in memory too; the one gateway, in memory only."""
 
     def __init__(self, directory):
         self.directory = directory
+        self._owners_directory = os.path.join(os.path.dirname(directory), "owners")   # IMAGE.json: its ImageOwner
         self._lock = threading.Lock()
         self._records = {}
+        self._owners = {}
         self._gateways = {}
         self._holds = {}   # image -> hold: one gateway, in memory
 
@@ -127,6 +157,13 @@ class FileRecords(Records):
                 with open(path) as f:
                     record = NodeRecord.from_json(f.read(), path, version=1)
                 self._records[record.node] = record
+        if not os.path.isdir(self._owners_directory):
+            return
+        remove_partials(self._owners_directory)
+        for name in os.listdir(self._owners_directory):
+            if name.endswith(".json") and not name.startswith("."):
+                with open(os.path.join(self._owners_directory, name)) as f:
+                    self._owners[name[:-len(".json")]] = ImageOwner.from_json(f.read())
 
     def get(self, node):
         with self._lock:
@@ -182,6 +219,28 @@ class FileRecords(Records):
         with self._lock:
             self._gateways.pop(name, None)
 
+    def image_owners(self):
+        with self._lock:
+            return dict(self._owners)
+
+    def image_owner(self, image):
+        with self._lock:
+            return self._owners.get(image)
+
+    def put_image_owner(self, image, owner):
+        os.makedirs(self._owners_directory, mode=0o700, exist_ok=True)
+        write_private(os.path.join(self._owners_directory, image + ".json"), owner.to_json())
+        with self._lock:
+            self._owners[image] = owner
+
+    def remove_image_owner(self, image):
+        try:
+            os.unlink(os.path.join(self._owners_directory, image + ".json"))
+        except FileNotFoundError:
+            pass
+        with self._lock:
+            self._owners.pop(image, None)
+
     def take_image(self, image, hold):
         with self._lock:
             if image in self._holds:
@@ -222,8 +281,8 @@ def taken(owner, macs):
 
 
 class RadosRecords(Records):
-    """Records in RADOS objects, "node.NODE", "gateway.NAME" and "image.IMAGE" (a hold on a golden
-    image, while it lasts), by way of a helper that keeps one
+    """Records in RADOS objects, "node.NODE", "gateway.NAME", "owner.IMAGE" (whose a golden image
+    is) and "image.IMAGE" (a hold on a golden image, while it lasts), by way of a helper that keeps one
     connection to the cluster open (scripts/records/rados). A node's MAC addresses are claimed by
     objects "mac.MAC" naming it, made exclusively once its record exists: of two gateways giving one
     MAC to two nodes, one wins. A claim whose node's record does not hold the MAC (a crash between
@@ -237,6 +296,9 @@ class RadosRecords(Records):
 
     def close(self):
         self._helper.close()
+
+    def watchers(self):
+        return set(self._helper.request(op="watchers")["watchers"])
 
     def get(self, node):
         item = self._helper.request(op="get", key="node." + node)["item"]
@@ -298,6 +360,20 @@ class RadosRecords(Records):
     def remove_gateway(self, name):
         self._helper.request(op="remove", key="gateway." + name, version=0)
         self.let_go_images(name)   # gone for good: its holds with it
+
+    def image_owners(self):
+        return {key[len("owner."):]: ImageOwner.from_json(text)
+                for key, _, text in self._helper.request(op="list", prefix="owner.")["items"]}
+
+    def image_owner(self, image):
+        item = self._helper.request(op="get", key="owner." + image)["item"]
+        return ImageOwner.from_json(item[1]) if item else None
+
+    def put_image_owner(self, image, owner):
+        self._helper.request(op="put", key="owner." + image, text=owner.to_json())
+
+    def remove_image_owner(self, image):
+        self._helper.request(op="remove", key="owner." + image, version=0)
 
     def take_image(self, image, hold):
         while "conflict" in self._helper.request(op="create", key="image." + image, text=json.dumps(hold)):

@@ -37,8 +37,8 @@ class NoAnswer(CommandFailed, Unavailable):
     """A command ran out of its time (BMI_SCRIPT_TIMEOUT), or a copy out of progress, and was stopped."""
 
 
-# a script's exit code for a kind of refusal (scripts/README): raised as that kind
-REFUSALS = {66: NotFound, 73: AlreadyExists, 75: InUse, 77: Refused}
+# a script's exit code for a kind of refusal, or of something that does not answer (scripts/README): raised as that kind
+REFUSALS = {66: NotFound, 69: Unavailable, 73: AlreadyExists, 75: InUse, 77: Refused}
 
 
 def _start(args, env, stdin=subprocess.DEVNULL):

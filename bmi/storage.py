@@ -10,7 +10,7 @@ import threading
 import time
 
 from bmi import runner
-from bmi.errors import Refused, ServiceError
+from bmi.errors import Refused
 from bmi.nodes import Backing
 
 log = logging.getLogger("bmi.storage")
@@ -18,7 +18,8 @@ log = logging.getLogger("bmi.storage")
 # The files the service keeps for itself besides its state directory: settings, and what each is.
 # scripts/lib.sh (refuse_own_file) refuses the same, of the file it actually opens.
 OWN_FILES = [("BMI_KEY_FILE", "its key file"), ("BMI_TLS_CERT", "its TLS certificate"), ("BMI_TLS_KEY", "its TLS key"),
-             ("BMI_TLS_CA", "its TLS CA certificate"), ("BMI_AUDIT_LOG", "its audit log")]
+             ("BMI_TLS_CA", "its TLS CA certificate"), ("BMI_AUDIT_LOG", "its audit log"),
+             ("BMI_ROLES_FILE", "its roles file")]
 # A killed writer (qemu-img, rbd cp) keeps its hold on the partial image it wrote until the cluster
 # times its watch out (osd_client_watch_timeout, 30 s): clean_image tries again every RETRY seconds
 # for up to PATIENCE, each try one quick command.

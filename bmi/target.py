@@ -4,11 +4,13 @@ Targets are known by their IQN, BMI_IQN_PREFIX:NODE; the target id tgtd needs (t
 own business. The tgtd instance belongs to the service, so a target with one of our IQNs is ours.
 Each target has one LUN, the node's disk: LUN.
 """
+import os
 import threading
 
 from bmi import runner
 
 LUN = 1   # the node's disk in its target (LUN 0 is tgt's controller)
+TGTD_LOCK = "/var/run/tgtd/socket.%d.lock"   # tgtd holds it (lockf) while it runs with that control port
 
 
 class Target:
@@ -51,6 +53,32 @@ class Target:
         """Initiators logged in to the target."""
         tid = self._tid(iqn)
         return self._ask("connections", str(tid)).split() if tid else []
+
+    def sessions(self):
+        """{node: the initiators logged in to its target} of every node whose target has one, in one
+        look at tgtd."""
+        logged_in = {}
+        for line in self._ask("sessions").splitlines():
+            iqn, initiator = line.split(" ")
+            if iqn.startswith(self._prefix):
+                logged_in.setdefault(iqn[len(self._prefix):], []).append(initiator)
+        return logged_in
+
+    def tgtd_pid(self):
+        """The process id of the tgtd this drives, or None if none runs: the holder of the lock
+        that tgtd takes on its control socket (tgt's TGT_IPC_NAMESPACE), as /proc/locks says."""
+        try:
+            lock = os.stat(TGTD_LOCK % self._control_port)
+            with open("/proc/locks") as f:
+                locks = f.read().splitlines()
+        except FileNotFoundError:
+            return None
+        held = "%02x:%02x:%d" % (os.major(lock.st_dev), os.minor(lock.st_dev), lock.st_ino)
+        for line in locks:   # "1: POSIX  ADVISORY  WRITE PID MAJ:MIN:INODE START END"; "1: -> ..." waits
+            fields = line.split()
+            if fields[1:2] == ["POSIX"] and fields[5] == held:
+                return int(fields[4])
+        return None
 
     def exported(self):
         """The IQNs of every whole target tgtd has now."""

@@ -12,6 +12,7 @@ die_not_found() { printf '%s\n' "$*" >&2; exit 66; }
 die_exists() { printf '%s\n' "$*" >&2; exit 73; }
 die_in_use() { printf '%s\n' "$*" >&2; exit 75; }
 refuse() { printf '%s\n' "$*" >&2; exit 77; }   # well formed, but the service will not do it
+unavailable() { printf '%s\n' "$*" >&2; exit 69; }   # what the request needs does not answer
 
 # run_main ARGS: run main ARGS. The server's death sends the script SIGTERM (bmi/runner.py): then
 # every command it started stops too, a tgtadm blocked on a hung tgtd included. bash acts on a
@@ -28,7 +29,7 @@ FORMATS="raw qcow2 vmdk vdi vhdx"   # what import_image converts from
 # The settings that name files the service keeps for itself, each with what it is (bmi/storage.py
 # refuses the same, before any script runs: this is the check of the file actually opened).
 OWN_FILES=(BMI_KEY_FILE "its key file" BMI_TLS_CERT "its TLS certificate" BMI_TLS_KEY "its TLS key"
-           BMI_TLS_CA "its TLS CA certificate" BMI_AUDIT_LOG "its audit log")
+           BMI_TLS_CA "its TLS CA certificate" BMI_AUDIT_LOG "its audit log" BMI_ROLES_FILE "its roles file")
 
 # refuse_own_file PATH: refuse the file open as fd 3 (PATH, as the caller named it) if the service
 # keeps it for itself: anything in BMI_STATE_DIR (where it lies, or a hard link to a file there) and
@@ -55,6 +56,24 @@ refuse_own_file() {
     done
 }
 
+# refuse_outside_import_dirs PATH: refuse the file open as fd 3 (PATH, as the caller named it) unless
+# it lies below one of BMI_IMPORT_DIRS (':' between them; none: anywhere). What is judged is where
+# the open file is, its symlinks resolved, not the name the caller gave.
+refuse_outside_import_dirs() {
+    local path=$1 opened dir real dirs
+    [ -n "${BMI_IMPORT_DIRS:-}" ] || return 0
+    opened=$(readlink -- /proc/self/fd/3 && echo .)   # the readlink's own fd 3: the same open file
+    opened=${opened%$'\n.'}
+    IFS=: read -ra dirs <<<"$BMI_IMPORT_DIRS"
+    for dir in "${dirs[@]}"; do
+        if real=$(realpath -e -- "$dir" 2>/dev/null && echo .); then
+            real=${real%$'\n.'}
+            [[ $opened != "${real%/}/"* ]] || return 0
+        fi
+    done
+    refuse "$path is outside the directories import_image reads (BMI_IMPORT_DIRS: $BMI_IMPORT_DIRS)"
+}
+
 # open_image PATH: check that PATH, its symlinks resolved once, is a regular file holding a disk
 # image that qemu-img reads, in one of FORMATS, with nothing that would make qemu read other files
 # of this host; then keep it open as fd 3, which every later step reads (/dev/fd/3), so that the
@@ -69,6 +88,7 @@ open_image() {
     exec 3<"$real"
     [ -f /dev/fd/3 ] || die "$path is not a regular file"   # what was opened, should the name have moved meanwhile
     refuse_own_file "$path"
+    refuse_outside_import_dirs "$path"
     if head -c 21 /dev/fd/3 | grep -q "^# Disk DescriptorFile"; then
         die "$path is a VMDK descriptor: its data lies in other files; convert it to one file first"
     fi

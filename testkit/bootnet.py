@@ -309,6 +309,17 @@ class BootNetwork:
         (BIOS: -boot order=cn; UEFI: bootindex 0, the NIC's 1): the same node booting locally.
         trace: a file where qemu writes its trace event blk_co_preadv (offset and length in bytes
         of every read of a disk). Returns a VM; stop it with its stop() (close() stops every one)."""
+        command, files, tap = self.vm_command(mac, firmware, reboot, memory_mb, max_runtime, disk, trace)
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=open(files["stderr"], "wb"), start_new_session=True)
+        vm = VM(proc, mac, firmware, files, tap, self)
+        self._vms.append(vm)
+        return vm
+
+    def vm_command(self, mac, firmware="bios", reboot=False, memory_mb=256, max_runtime=MAX_RUNTIME, disk=None,
+                   trace=None):
+        """What vm() runs, on a tap device made for it, for another to start (testkit/bmc.py's BMC,
+        at power on): (command, files {"serial": its log, "console": its socket, "stderr"}, tap)."""
         require(os.path.exists(IPXE_ROM), "ipxe-qemu")
         require(os.path.exists(OVMF_CODE), "ovmf")
         self._taps += 1
@@ -338,14 +349,9 @@ class BootNetwork:
                      "-boot", "order=%s,reboot-timeout=0" % ("cn" if disk is not None else "n")]
         if not reboot:
             argv.append("-no-reboot")
-        command = ip_netns(switch, "timeout", "-k", "5", str(max_runtime), *argv)
         with open(files["serial"], "wb"):
             pass
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=open(files["stderr"], "wb"), start_new_session=True)
-        vm = VM(proc, mac, firmware, files, tap, self)
-        self._vms.append(vm)
-        return vm
+        return ip_netns(switch, "timeout", "-k", "5", str(max_runtime), *argv), files, tap
 
     def close(self):
         for vm in self._vms:

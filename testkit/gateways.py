@@ -1,24 +1,50 @@
 """Several gateways of one service, on loopback: each a main server with a tgtd and a state directory
-of its own, all on one name server, one key and one Ceph pool (rbd settings)."""
+of its own, all on one name server (or several), one key and one Ceph pool (rbd settings)."""
+import contextlib
 import json
 import os
+import subprocess
+import sys
 
-from testkit.daemons import Tgtd, free_port, stop_process, wait_until
+from bmi.placement import placed
+from config import ROOT
+from testkit.daemons import Tgtd, free_port, rbd_images, stop_process, wait_until
+from testkit.images import MiB, make_image_file
 from testkit.service import Service, detach_every_node, variant
 
 
+@contextlib.contextmanager
+def running_gateways(settings, workdir, names, name_servers=1):
+    """A GatewayGroup of the gateways names, running, with golden image "golden" (1 MiB of random
+    bytes, group.golden) imported; stopped at the end."""
+    group = GatewayGroup(settings, str(workdir), name_servers)
+    try:
+        group.start_all(*names)
+        group.golden = make_image_file(os.path.join(str(workdir), "golden.raw"), MiB)
+        done = group.client(names[0], "import_image", "golden", os.path.join(str(workdir), "golden.raw"))
+        assert done.returncode == 0, done.stderr
+        yield group
+    finally:
+        group.stop()
+
+
 class GatewayGroup:
-    def __init__(self, settings, workdir):
-        """settings: the service's rbd settings; each gateway changes its own from them."""
-        self.base = settings
+    def __init__(self, settings, workdir, name_servers=1):
+        """settings: the service's rbd settings; each gateway changes its own from them. With several
+        name servers (each a port of its own), every program is given them all in BMI_NS_HOST, each
+        name server its own first (where it listens)."""
+        addresses = ["127.0.0.1:%d" % (settings.BMI_NS_PORT if i == 0 else free_port()) for i in range(name_servers)]
+        self.base = variant(settings, BMI_NS_HOST=",".join(addresses)) if name_servers > 1 else settings
         self.workdir = workdir
-        self.names = Service(settings, workdir)   # the name server of them all
+        self.name_servers = [Service(variant(self.base, BMI_NS_HOST=",".join(addresses[i:] + addresses[:i])),
+                                     workdir if i == 0 else _directory(workdir, "ns-%d" % i))
+                             for i in range(name_servers)]
+        self.names = self.name_servers[0]
         self.tgtds, self.services = {}, {}
 
     def add(self, name):
         """A gateway more, its tgtd started: its own tgtd, state directory and port."""
-        directory = os.path.join(self.workdir, name)
-        os.makedirs(directory, exist_ok=True)
+        directory = _directory(self.workdir, name)
         tgtd = self.tgtds[name] = Tgtd(os.path.join(directory, "tgtd.log"))
         tgtd.start()
         self.services[name] = Service(variant(
@@ -30,16 +56,17 @@ class GatewayGroup:
     def settings(self, name):
         return self.services[name].settings
 
-    def start(self, name):
-        """Start a gateway's main server (and its tgtd, if it is down); wait until it answers."""
+    def start(self, name, with_tgtd=True):
+        """Start a gateway's main server (and, with_tgtd, its tgtd if it is down); wait until it answers."""
         tgtd = self.tgtds[name]
-        if tgtd.proc.poll() is not None:
+        if with_tgtd and tgtd.proc.poll() is not None:
             tgtd.start()   # the same control port and portal again
         self.services[name].start_mainserver()
         wait_until(lambda: self.client(name, "ping").returncode == 0, 60, "gateway %s answers" % name)
 
     def start_all(self, *names):
-        self.names.start_nameserver()
+        for name_server in self.name_servers:
+            name_server.start_nameserver()
         for name in names:
             self.add(name)
             self.start(name)
@@ -54,6 +81,24 @@ class GatewayGroup:
         """mainclient, through gateway name."""
         return self.services[name].client("--gateway", name, *args)
 
+    def provisions(self, name, nodes, *options):
+        """mainclient provision golden NODE for each of nodes, all at once, with gateway name's
+        settings (and options): the processes, their output piped."""
+        return {node: subprocess.Popen([sys.executable, os.path.join(ROOT, "mainclient.py"), *options, "provision",
+                                        "golden", node], env=self.services[name].env, cwd=ROOT,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for node in nodes}
+
+    def whole(self, through):
+        """Whether every node is either ready and exported by exactly the gateways its record places
+        it on, or gone from everywhere (no disk): nothing half made. Listed through gateway through."""
+        paths = {n["node"]: n["paths"] for n in self.listing(through)["nodes"]}
+        disks = {image[len("node."):] for image in rbd_images(self.base.environment()) if image.startswith("node.")}
+        return disks == set(paths) and all(
+            set(self.exported(name)) == {"%s:%s" % (self.base.BMI_IQN_PREFIX, node)
+                                         for node, placement in paths.items() if name in placement}
+            for name in self.services if self.services[name].mainserver.poll() is None)
+
     def listing(self, name):
         done = self.client(name, "--json", "list_all_images")
         assert done.returncode == 0, done.stderr
@@ -62,6 +107,26 @@ class GatewayGroup:
     def exported(self, name):
         """The IQNs that gateway name's tgtd exports."""
         return sorted(self.tgtds[name].targets().values())
+
+    def placed_over(self, live, nodes, paths=2):
+        """Whether each of nodes is exported at exactly the gateways placed for it over live (bmi/placement.py),
+        and every live gateway's boot script of it names their portals, in the placement's order."""
+        placements = {node: placed(node, live, paths) for node in nodes}
+        return all(self.exported(name) == ["%s:%s" % (self.base.BMI_IQN_PREFIX, node) for node in nodes
+                                           if name in placements[node]]
+                   and all(self.boot_portals(name, node) == [self.settings(g).BMI_BOOT_PORTAL for g in placements[node]]
+                           for node in nodes)
+                   for name in live)
+
+    def boot_portals(self, name, node):
+        """The portals (HOST:PORT) that node's boot script at gateway name names, in its order; [] if it has none."""
+        try:
+            with open(os.path.join(self.settings(name).BMI_STATE_DIR, "boot", node + ".ipxe")) as f:
+                sanboot = f.read().splitlines()[-1].split()
+        except FileNotFoundError:
+            return []
+        assert sanboot[0] == "sanboot", sanboot
+        return ["%s:%s" % tuple(uri.split(":")[1:4:2]) for uri in sanboot[1:]]   # iscsi:HOST::PORT:1:IQN
 
     def stop(self):
         """Detach every node (through a gateway that runs), then stop every main server, tgtd and
@@ -73,5 +138,12 @@ class GatewayGroup:
             service.stop()
         for tgtd in self.tgtds.values():
             tgtd.stop()
-        if self.names.nameserver is not None:
-            stop_process(self.names.nameserver)
+        for name_server in self.name_servers:
+            if name_server.nameserver is not None:
+                stop_process(name_server.nameserver)
+
+
+def _directory(workdir, name):
+    directory = os.path.join(workdir, name)
+    os.makedirs(directory, exist_ok=True)
+    return directory

@@ -1,4 +1,5 @@
 """A real iSCSI initiator (qemu's libiscsi driver) reading and writing nodes' LUNs."""
+import contextlib
 import dataclasses
 import glob
 import json
@@ -47,6 +48,22 @@ def write_lun(url, offset, data_path):
     size = os.path.getsize(data_path)
     subprocess.run(["qemu-io", "-f", "raw", "-c", "write -s %s %d %d" % (data_path, offset, size), url],
                    check=True, capture_output=True, timeout=120)
+
+
+@contextlib.contextmanager
+def session(url):
+    """A real initiator logged in to a LUN for the with block (qemu-io, having read its first sector:
+    the login is done), then killed."""
+    require_command("qemu-io", "qemu-utils")
+    reader = subprocess.Popen(["stdbuf", "-oL", "qemu-io", "-f", "raw", "-c", "read 0 512", "-c", "sleep 600000", url],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        said = reader.stdout.readline()
+        assert said.startswith("read 512/512"), said
+        yield reader
+    finally:
+        reader.kill()
+        reader.wait(10)
 
 
 def lun_holds(url, offset, byte, length):

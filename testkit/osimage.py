@@ -381,8 +381,9 @@ def boot_files(cache=CACHE):
 
 # --- the disk --------------------------------------------------------------------------------
 
-def _stage_root(directory, boot):
-    """The root filesystem's tree, for mke2fs -d: busybox, its applets, /init, /boot."""
+def _stage_root(directory, boot, root_files):
+    """The root filesystem's tree, for mke2fs -d: busybox, its applets, /init, /boot, and
+    root_files ({path in the root: text})."""
     for d in ("bin", "boot", "dev", "proc", "sys", "tmp", "root", "etc", "mnt"):
         os.makedirs(os.path.join(directory, d), exist_ok=True)
     shutil.copyfile(boot["busybox"], os.path.join(directory, "bin", "busybox"))
@@ -398,6 +399,9 @@ def _stage_root(directory, boot):
         f.write("bmi-node\n")
     shutil.copyfile(boot["vmlinuz"], os.path.join(directory, "boot", "vmlinuz"))
     shutil.copyfile(boot["initrd"], os.path.join(directory, "boot", "initrd.img"))
+    for name, text in root_files.items():
+        with open(os.path.join(directory, name.lstrip("/")), "w") as f:
+            f.write(text)
 
 
 def _make_esp(image, offset, size, boot, firmware, cmdline, scratch):
@@ -426,12 +430,14 @@ def _make_esp(image, offset, size, boot, firmware, cmdline, scratch):
         run("syslinux", "--offset", offset, "--install", image)
 
 
-def build_os_image(path, size=1 << 30, firmware="both", fmt="raw", cmdline=CMDLINE, cache=CACHE):
+def build_os_image(path, size=1 << 30, firmware="both", fmt="raw", cmdline=CMDLINE, cache=CACHE, root_files=None):
     """Write the test OS disk image to path; return a dict describing it.
 
     firmware: "both" (one image for BIOS and UEFI), "bios" or "uefi" (leave the other's loader
-    out).  fmt: "raw" (sparse) or "qcow2" (converted by qemu-img).  The kernel and initramfs
-    come from the cache (boot_files); the disk is made anew.
+    out).  fmt: "raw" (sparse) or "qcow2" (converted by qemu-img).  root_files: {path: text} of
+    files the root filesystem has besides, in directories it has (/etc, /root): two images that
+    differ by a file.  The kernel and initramfs come from the cache (boot_files); the disk is made
+    anew.
     """
     if firmware not in ("both", "bios", "uefi"):
         raise ValueError("firmware must be both, bios or uefi")
@@ -460,7 +466,7 @@ def build_os_image(path, size=1 << 30, firmware="both", fmt="raw", cmdline=CMDLI
             with open(raw, "r+b") as f:
                 f.write(code)
         root = os.path.join(scratch, "root")
-        _stage_root(root, boot)
+        _stage_root(root, boot, root_files or {})
         # -E offset writes the filesystem in place; nodiscard keeps mke2fs from punching the file
         run("mke2fs", "-q", "-F", "-t", "ext4", "-L", ROOT_LABEL, "-d", root,
             "-E", "offset=%d,nodiscard" % root_start, raw, "%dk" % (root_size // 1024))

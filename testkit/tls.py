@@ -24,13 +24,14 @@ def make_ca(directory, name):
     return str(cert), str(key)
 
 
-def make_cert(directory, name, ca, addresses=("127.0.0.1",)):
-    """A certificate for addresses signed by ca, good as server and as client: (certificate, key)."""
+def make_cert(directory, name, ca, addresses=("127.0.0.1",), subject=None):
+    """A certificate for addresses signed by ca, good as server and as client, of subject (openssl's
+    -subj; by default /CN=name): (certificate, key)."""
     cert, key, request = (directory / (name + suffix) for suffix in (".crt", ".key", ".csr"))
     extensions = directory / (name + ".ext")
     extensions.write_text(LEAF_EXTENSIONS.format(names=", ".join("IP:" + address for address in addresses)))
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-subj", "/CN=" + name, "-keyout", key, "-out", request)
+            "-subj", subject or "/CN=" + name, "-keyout", key, "-out", request)
     openssl("x509", "-req", "-in", request, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
             "-days", "2", "-extfile", extensions, "-out", cert)
     return str(cert), str(key)

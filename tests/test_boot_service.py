@@ -170,12 +170,14 @@ def exported_disk(tgtd, path, marker, iqn, firmware):
         assert done.returncode == 0, done.stderr
 
 
-def boots(tmp_path, tgtd, firmware, mac, marker):
-    """A VM of firmware with MAC mac boots through the boot service, full DHCP: its serial log and
-    dnsmasq's."""
+def boots(tmp_path, tgtd, firmware, mac, marker, mode="full"):
+    """A VM of firmware with MAC mac boots through the boot service in mode (full DHCP; proxy: beside
+    the site's DHCP server): its serial log and dnsmasq's."""
     iqn = "iqn.2026-11.io.bmi-rpc:boot-%s" % firmware
     exported_disk(tgtd, tmp_path / "disk.raw", marker, iqn, firmware)
-    with BootNetwork(tmp_path, mode="full") as net:
+    with BootNetwork(tmp_path, mode=mode) as net:
+        if mode == "proxy":
+            net.site_dhcp()
         service = net.boot_service()
         net.start_dnsmasq(service)
         net.relay(tgtd.port)
@@ -214,3 +216,15 @@ def test_a_uefi_node_gets_ipxe_then_its_script(tmp_path, tgtd):
     assert booted, "no marker on serial:\n%s\ndnsmasq:\n%s" % (serial[-3000:], log[-4000:])
     assert "BMI-SCRIPT-uefi" in serial and "Registered SAN device 0x80" in serial
     assert sent(log, mac, EFI_LOADER) and sent(log, mac, SCRIPT)
+
+
+@pytest.mark.boot
+def test_a_uefi_node_boots_beside_the_sites_dhcp_server(tmp_path, tgtd):
+    """proxyDHCP: the site's server gives the address, bmi's dnsmasq only the boot files (OVMF's PXE
+    asks for its loader on 4011/udp, iPXE for its script)."""
+    mac = "52:54:00:b1:0e:02"
+    booted, serial, log = boots(tmp_path, tgtd, "uefi", mac, "BMI-BOOT-UEFI", mode="proxy")
+    assert booted, "no marker on serial:\n%s\ndnsmasq:\n%s" % (serial[-3000:], log[-4000:])
+    assert "BMI-SCRIPT-uefi" in serial
+    assert sent(log, mac, EFI_LOADER) and sent(log, mac, SCRIPT)
+    assert "DHCPACK" not in log   # the addresses are the site's

@@ -1,21 +1,20 @@
 """Several gateways, one truth in Ceph: two or three main servers, each with its own tgtd, on one
-throwaway cluster and one name server, on loopback. Every gateway exports every ready node; a node
-boots through whichever answers; gateways come and go."""
+throwaway cluster and one name server, on loopback. Each ready node is exported by BMI_PATHS (2)
+gateways: with two, by both (tests/test_placement.py: with three); a node boots through whichever
+answers; gateways come and go."""
 import json
 import os
 import re
-import subprocess
-import sys
+import shutil
 import time
 
 import pytest
 
-from config import ROOT
+from bmi.placement import placed
 from testkit.bootdisk import write_boot_image
 from testkit.bootvm import IPXE_ROM, booted_node, wait_for_marker
 from testkit.daemons import rbd_images, require, require_command, wait_until
-from testkit.gateways import GatewayGroup
-from testkit.images import MiB, make_image_file
+from testkit.gateways import running_gateways
 from testkit.initiator import lun_url, read_lun
 
 rbd_only = pytest.mark.parametrize("backend", ["rbd"], indirect=True)
@@ -25,14 +24,8 @@ pytestmark = rbd_only
 @pytest.fixture
 def gateways(settings, tmp_path):
     """Gateways gw-a and gw-b, running; golden image "golden" (1 MiB of random bytes) imported."""
-    group = GatewayGroup(settings, str(tmp_path))
-    try:
-        group.start_all("gw-a", "gw-b")
-        group.golden = make_image_file(tmp_path / "golden.raw", MiB)
-        assert group.client("gw-a", "import_image", "golden", str(tmp_path / "golden.raw")).returncode == 0
+    with running_gateways(settings, tmp_path, ["gw-a", "gw-b"]) as group:
         yield group
-    finally:
-        group.stop()
 
 
 def iqn(settings, node):
@@ -56,17 +49,15 @@ def test_a_node_provisioned_through_one_gateway_is_exported_by_both(gateways, se
     for name in ("gw-a", "gw-b"):   # the same answer through every gateway
         listing = gateways.listing(name)
         assert listing["nodes"] == [{"node": "node-a", "image": "golden", "iqn": iqn(settings, "node-a"),
-                                     "gateways": ["gw-a", "gw-b"], "macs": []}]
+                                     "gateways": ["gw-a", "gw-b"], "paths": list(placed("node-a", ["gw-a", "gw-b"], 2)),
+                                     "macs": [], "bmc": None}]
         assert [(g["name"], g["up"]) for g in listing["gateways"]] == [("gw-a", True), ("gw-b", True)]
 
 
 def test_the_same_node_provisioned_through_two_gateways_at_once_has_one_winner(gateways, settings):
     for attempt in range(3):
         node = "race-%d" % attempt
-        clients = [subprocess.Popen([sys.executable, os.path.join(ROOT, "mainclient.py"), "--gateway", name,
-                                     "provision", "golden", node], env=gateways.services[name].env, cwd=ROOT,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                   for name in ("gw-a", "gw-b")]
+        clients = [gateways.provisions(name, [node], "--gateway", name)[node] for name in ("gw-a", "gw-b")]
         outcomes = sorted((client.wait(120), client.stderr.read()) for client in clients)
         assert outcomes[0] == (0, "")
         # the loser: already exists (5), or in use (6) while the winner's provision runs
@@ -95,13 +86,17 @@ def test_a_node_boots_while_a_gateway_is_dead_and_the_gateway_comes_back(gateway
     write_boot_image(str(tmp_path / "boot.raw"), "BMI-BOOT-MULTIPATH")
     assert gateways.client("gw-a", "import_image", "bootable", str(tmp_path / "boot.raw")).returncode == 0
     assert gateways.client("gw-a", "provision", "bootable", "node-a").returncode == 0
+    tftp = tmp_path / "tftp"   # the script as it is while both gateways live: it names both, gw-a first
+    tftp.mkdir()
+    shutil.copy(os.path.join(gateways.settings("gw-b").BMI_STATE_DIR, "boot", "node-a.ipxe"), str(tftp))
+    assert gateways.boot_portals("gw-b", "node-a")[0] == gateways.settings("gw-a").BMI_BOOT_PORTAL
     gateways.kill("gw-a")   # its main server and its tgtd
     listing = gateways.listing("gw-b")
     assert [(g["name"], g["up"]) for g in listing["gateways"]] == [("gw-a", False), ("gw-b", True)]
     assert listing["nodes"][0]["gateways"] == ["gw-b"]
     serial = str(tmp_path / "node-a.serial")
-    boot_dir = os.path.join(gateways.settings("gw-b").BMI_STATE_DIR, "boot")
-    with booted_node(boot_dir, "node-a.ipxe", serial) as vm:   # its script names gw-a's portal first
+    # booted from that script (gw-b soon places the node on itself alone): its first portal is dead
+    with booted_node(str(tftp), "node-a.ipxe", serial) as vm:
         assert wait_for_marker(serial, "BMI-BOOT-MULTIPATH", 180, proc=vm)
     started = time.monotonic()
     gateways.start("gw-a")   # back: it exports every ready node again by itself
@@ -111,51 +106,40 @@ def test_a_node_boots_while_a_gateway_is_dead_and_the_gateway_comes_back(gateway
 
 
 def test_a_new_gateway_joins_and_a_removed_one_is_forgotten(gateways, settings):
-    for node in ("node-a", "node-b"):
+    nodes = ["node-a", "node-b", "node-c", "node-d"]   # gw-c is placed for node-c and node-d, not the others
+    for node in nodes:
         assert gateways.client("gw-a", "provision", "golden", node).returncode == 0
     gateways.add("gw-c")
     gateways.start("gw-c")
-    wait_until(lambda: gateways.exported("gw-c") == [iqn(settings, "node-a"), iqn(settings, "node-b")], 20,
-               "gw-c exports every ready node")
-
-    def portals_named(name):
-        with open(os.path.join(gateways.settings(name).BMI_STATE_DIR, "boot", "node-a.ipxe")) as f:
-            return len(f.read().splitlines()[-1].split()) - 1
-
-    wait_until(lambda: all(portals_named(name) == 3 for name in ("gw-a", "gw-b", "gw-c")), 20,
-               "every boot script names three gateways")
+    everyone = ["gw-a", "gw-b", "gw-c"]
+    assert {node for node in nodes if "gw-c" in placed(node, everyone, 2)} == {"node-c", "node-d"}
+    wait_until(lambda: gateways.placed_over(everyone, nodes), 20, "gw-c takes its share, the others give theirs up")
+    listing = gateways.listing("gw-c")
+    assert {n["node"]: n["paths"] for n in listing["nodes"]} == {node: list(placed(node, everyone, 2)) for node in nodes}
+    assert {n["node"]: n["gateways"] for n in listing["nodes"]} == {node: sorted(placed(node, everyone, 2))
+                                                                    for node in nodes}
     done = gateways.client("gw-a", "remove_gateway", "gw-c")
     assert done.returncode == 7 and "gateway gw-c answers: stop it first" in done.stderr
     gateways.kill("gw-c")
     done = gateways.client("gw-a", "remove_gateway", "gw-c")
     assert (done.returncode, done.stdout) == (0, "removed gateway gw-c\n"), done.stderr
     assert [g["name"] for g in gateways.listing("gw-b")["gateways"]] == ["gw-a", "gw-b"]
-    wait_until(lambda: all(portals_named(name) == 2 for name in ("gw-a", "gw-b")), 20,
-               "boot scripts name two gateways again")
+    wait_until(lambda: gateways.placed_over(["gw-a", "gw-b"], nodes), 20, "both gateways export every node again")
 
 
 def test_a_gateway_killed_during_a_burst_of_provisions_leaves_nothing_half_made(gateways, settings):
     nodes = ["burst-%d" % i for i in range(8)]
     a = gateways.services["gw-a"]
-    clients = [subprocess.Popen([sys.executable, os.path.join(ROOT, "mainclient.py"), "--gateway", "gw-a",
-                                 "provision", "golden", node], env=a.env, cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for node in nodes]
+    clients = gateways.provisions("gw-a", nodes, "--gateway", "gw-a")
     wait_until(lambda: any(iqn(settings, node) in gateways.exported("gw-a") for node in nodes), 60,
                "provisions under way")
     a.mainserver.kill()   # its tgtd lives on
     a.mainserver.wait(10)
-    for client in clients:
-        client.wait(60)
+    for client in clients.values():
+        client.communicate(timeout=60)
     gateways.start("gw-a")
-
-    def whole():
-        """Every node either ready and exported by both, or gone from everywhere."""
-        ready = {n["node"] for n in gateways.listing("gw-b")["nodes"]}
-        disks = {image[len("node."):] for image in rbd_images(settings.environment()) if image.startswith("node.")}
-        exports = {name: set(gateways.exported(name)) for name in ("gw-a", "gw-b")}
-        return disks == ready and all(exports[name] == {iqn(settings, node) for node in ready} for name in exports)
-
-    wait_until(whole, 60, "nothing half made, at either gateway")
+    # every node ready and exported by both, or gone from everywhere
+    wait_until(lambda: gateways.whole("gw-b"), 60, "nothing half made, at either gateway")
 
 
 def test_status_names_a_dead_gateway_down(gateways):

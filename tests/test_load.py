@@ -111,7 +111,7 @@ def test_fifty_concurrent_clients(service, settings, tgtd, backend, tmp_path, re
     iqn = {n: "%s:%s" % (settings.BMI_IQN_PREFIX, n) for n in expected_nodes}
     listing = json.loads(service.client("--json", "list_all_images").stdout)
     assert listing["nodes"] == [{"node": n, "image": "golden", "iqn": iqn[n], "gateways": [settings.BMI_GATEWAY],
-                                 "macs": []}
+                                 "paths": [settings.BMI_GATEWAY], "macs": [], "bmc": None}
                                 for n in expected_nodes]
     assert sorted(i["name"] for i in listing["images"]) == sorted(["golden"] + snapshots)
     assert {i["size_bytes"] for i in listing["images"]} == {GOLDEN_BYTES}
@@ -129,10 +129,12 @@ def test_fifty_concurrent_clients(service, settings, tgtd, backend, tmp_path, re
     if backend == "file":
         files |= {"images/%s.img" % i for i in ["golden"] + snapshots} | {"disks/%s.img" % n for n in expected_nodes}
         files |= {"nodes/%s.json" % n for n in expected_nodes}
+        files |= {"owners/%s.json" % i for i in ["golden"] + snapshots}   # whose each image is (bmi/rights.py)
     else:
         images = sorted("node.%s" % n for n in expected_nodes) + sorted("golden/%s" % i for i in ["golden"] + snapshots)
         assert state["rbd"] == images
-        assert state["records"] == ["gateway." + settings.BMI_GATEWAY] + ["node." + n for n in expected_nodes]
+        assert state["records"] == (["changes", "gateway." + settings.BMI_GATEWAY] + ["node." + n for n in expected_nodes]
+                                    + sorted("owner." + i for i in ["golden"] + snapshots))
         cluster = request.getfixturevalue("ceph_cluster")
         for image in images:   # golden images keep their @base only; node disks keep no snapshot
             snaps = [s["name"] for s in json.loads(cluster.rbd("snap", "ls", "--format", "json", cluster.spec(image)).stdout)]

@@ -33,7 +33,7 @@ def test_provision_exports_the_golden_image_to_a_real_initiator(service, setting
     listed = json.loads(service.client("--json", "list_all_images").stdout)
     assert listed == {"images": [{"name": "golden", "size_bytes": len(golden)}],
                       "nodes": [{"node": "node-a", "image": "golden", "iqn": iqn, "gateways": [settings.BMI_GATEWAY],
-                                 "macs": []}],
+                                 "paths": [settings.BMI_GATEWAY], "macs": [], "bmc": None}],
                       "gateways": [{"name": settings.BMI_GATEWAY, "portal": settings.BMI_BOOT_PORTAL, "up": True}]}
 
     done = service.client("create_snapshot", "node-a", "snap")
@@ -168,6 +168,13 @@ def test_status_shows_what_is_up_and_exits_8_when_something_is_down(service, set
     assert done.stdout.splitlines() == [
         "name server 127.0.0.1:%d: up" % settings.BMI_NS_PORT, "gateway gw-a: up",
         "  storage:       up (%s, 0 golden images)" % settings.BMI_BACKEND, "  tgtd:          up (0 targets)"]
+    done = service.client("--json", "status")   # the same facts, for a script
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "up": True, "name servers": [{"address": "127.0.0.1:%d" % settings.BMI_NS_PORT, "up": True}],
+        "gateways": {"gw-a": {"up": True, "parts": {
+            "storage": {"up": True, "detail": "%s, 0 golden images" % settings.BMI_BACKEND},
+            "tgtd": {"up": True, "detail": "0 targets"}}}}}
     tgtd.stop()   # the gateway answers; its tgtd does not
     done = service.client("--json", "status")
     assert done.returncode == 8, done.stderr
@@ -176,4 +183,8 @@ def test_status_shows_what_is_up_and_exits_8_when_something_is_down(service, set
     parts = result["gateways"]["gw-a"]["parts"]
     assert parts["storage"]["up"] and not parts["tgtd"]["up"]
     assert "tgtd is not running" in parts["tgtd"]["detail"], parts
+    done = service.client("status")
+    assert done.returncode == 8, done.stderr
+    assert done.stdout.splitlines()[1:] == ["gateway gw-a: DOWN", "  storage:       up (%s, 0 golden images)"
+                                            % settings.BMI_BACKEND, "  tgtd:          DOWN (%s)" % parts["tgtd"]["detail"]]
     tgtd.start()

@@ -57,7 +57,7 @@ def test_help_lists_every_operation_and_an_operations_help_its_usage():
     for operation in mainclient.OPERATIONS:
         assert "  " + mainclient.usage(operation) + " " in done.stdout
     done = client("detach_node", "--help")
-    assert done.returncode == 0 and done.stdout.startswith("usage: mainclient.py [OPTIONS] detach_node NODE [--force]\n")
+    assert done.returncode == 0 and done.stdout.startswith("usage: mainclient.py [OPTIONS] detach_node NODE [--force] [--power-off]\n")
 
 
 def test_a_usage_error_is_one_line_and_exit_code_2():

@@ -67,7 +67,7 @@ def test_a_record_that_cannot_be_written_leaves_nothing(records, tmp_path):
 
 def test_a_record_of_another_schema_is_refused_by_name(tmp_path):
     (tmp_path / "node-a.json").write_text(json.dumps({"node": "node-a", "schema": 99}))
-    with pytest.raises(ValueError, match="node-a.json: node record of schema 99; this server reads schemas 1 to 2"):
+    with pytest.raises(ValueError, match="node-a.json: node record of schema 99; this server reads schemas 1 to 5"):
         FileRecords(str(tmp_path)).load()
 
 

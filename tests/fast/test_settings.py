@@ -61,7 +61,7 @@ def test_scripts_get_only_the_settings_they_read():
     # import refuses the service's own files (the state directory, key, TLS files, audit log) and
     # images above the cap: the storage scripts read where those are
     refused = {"BMI_STATE_DIR", "BMI_KEY_FILE", "BMI_TLS_CERT", "BMI_TLS_KEY", "BMI_TLS_CA", "BMI_AUDIT_LOG",
-               "BMI_IMAGE_SIZE_CAP"}
+               "BMI_ROLES_FILE", "BMI_IMAGE_SIZE_CAP", "BMI_IMPORT_DIRS"}
     assert set(runner.Script("storage", "file", settings).env) == {"PATH", "LC_ALL"} | refused
     assert set(runner.Script("storage", "rbd", settings).env) == {
         "PATH", "LC_ALL", "BMI_CEPH_CONF", "BMI_CEPH_ID", "BMI_CEPH_POOL", "BMI_CEPH_TIMEOUT", "BMI_GATEWAY"} | refused
