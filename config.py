@@ -220,6 +220,8 @@ SETTINGS = {setting.name: setting for setting in [
             "where the main server holds the lock on its tgtd, which every main server of the host must share"),
     Setting("BMI_PEER_TIMEOUT", "10", seconds, "seconds a gateway waits for another's answer before it counts it down"),
     Setting("BMI_BMC_TIMEOUT", "5", integer(1, 300), "whole seconds a power driver waits for a BMC's answer"),
+    Setting("BMI_BMC_CA", "", text,
+            "the CA bundle that verifies BMCs' HTTPS certificates (Redfish; empty: the system's CAs)"),
     Setting("BMI_POWER_TIMEOUT", "60", seconds,
             "seconds a node may take to show the power state its BMC was asked for (on, off)"),
     Setting("BMI_PATHS", "2", integer(1), "gateways that export each node (all of them while fewer answer)"),
