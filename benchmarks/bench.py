@@ -6,6 +6,7 @@ node. Prints a table, writes JSON.
     tools/benchmark --backend file --figures boot      # the boot of a node (benchmarks/boot.py)
     tools/benchmark --backend file --figures move      # moving a node to another image (benchmarks/move.py)
     tools/benchmark --figures placement                # placement at scale (benchmarks/placement.py)
+    tools/benchmark --backend rbd --figures scale      # 10,000 records in RADOS (benchmarks/scale.py)
 
 It starts its own tgtd, Ceph cluster (rbd), name server and main server on loopback, as the tests
 do, and stops them by process id.
@@ -22,7 +23,7 @@ import time
 
 import config
 from bmi import pyrosetup
-from benchmarks import boot, datapath, gateways, move, placement
+from benchmarks import boot, datapath, gateways, move, placement, scale
 from config import ROOT
 from mainserver import MainServer
 from testkit.daemons import CephCluster, Tgtd, free_port
@@ -351,6 +352,8 @@ def table(results):
         lines.append("%-52s %s %s  %s %g" % (label, cells[0], cells[1], how, limit))
     if "placement" in results:
         lines.extend(placement.lines(results["placement"]))
+    if "scale" in results.get("rbd", {}).get("figures", {}):
+        lines.extend(scale.lines(results["rbd"]["figures"]["scale"]))
     for backend in ("file", "rbd"):
         if backend not in results:
             continue
@@ -435,7 +438,8 @@ def main():
                         help="which groups of figures: control (RPC, provisions, scaling, memory), import, "
                              "gateways (rbd), datapath, boot (not by default: VMs under TCG, about 5 minutes a backend), "
                              "move (not by default either: a node moved 4 times, about 3 minutes a backend), "
-                             "placement (no daemons: 10,000 nodes on 20 gateways)")
+                             "placement (no daemons: 10,000 nodes on 20 gateways), "
+                             "scale (rbd: a gateway with 10,000 records in RADOS, idle and listing)")
     args = parser.parse_args()
     groups = set(args.figures.split(","))
     results = {}
@@ -451,6 +455,9 @@ def main():
                 if backend == "rbd" and "gateways" in groups:
                     os.makedirs(os.path.join(workdir, "gateways"))
                     figures["gateways"] = gateways.run(cluster.settings, os.path.join(workdir, "gateways"), args.nodes)
+                if backend == "rbd" and "scale" in groups:
+                    os.makedirs(os.path.join(workdir, "scale"))
+                    figures["scale"] = scale.run(cluster.settings, os.path.join(workdir, "scale"))
                 results[backend] = {"figures": figures, "verdicts": verdicts(figures, args.nodes, backend)}
         finally:
             if cluster:
