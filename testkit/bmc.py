@@ -22,7 +22,7 @@ import socket
 import subprocess
 import tempfile
 
-from testkit.daemons import require_command, wait_until
+from testkit.daemons import require_command, running_pid, wait_until
 
 USER = "admin"
 FIRMWARE_ONLY = ["qemu-system-x86_64", "-machine", "pc,accel=tcg", "-m", "32", "-nodefaults", "-display", "none",
@@ -93,13 +93,7 @@ class SimulatedBmc:
 
     def vm_pid(self):
         """The VM's qemu process while it runs (not a zombie), or None."""
-        try:
-            with open(self.vm_pid_file) as f:
-                pid = int(f.read())
-            with open("/proc/%d/stat" % pid) as f:
-                return pid if f.read().rpartition(")")[2].split()[0] != "Z" else None
-        except (FileNotFoundError, ValueError):
-            return None
+        return running_pid(self.vm_pid_file)
 
     def hang(self):
         """The BMC stops answering, as a hung one does: its socket stays open."""

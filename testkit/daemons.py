@@ -57,6 +57,17 @@ def stop_process(proc, timeout=10):
             proc.wait(timeout)
 
 
+def running_pid(pid_file):
+    """The process whose id pid_file holds, while it runs (not a zombie), or None."""
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read())
+        with open("/proc/%d/stat" % pid) as f:
+            return pid if f.read().rpartition(")")[2].split()[0] != "Z" else None
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def wait_until(check, timeout, what):
     deadline = time.monotonic() + timeout
     while not check():

@@ -29,7 +29,7 @@ import bcrypt
 import libvirt
 
 from testkit.bmc import free_tcp_port
-from testkit.daemons import require, require_command, stop_process, wait_until
+from testkit.daemons import require, require_command, running_pid, stop_process, wait_until
 from testkit.tls import make_ca, make_cert
 
 USER = "admin"
@@ -134,13 +134,7 @@ class RedfishBmc:
 
     def vm_pid(self):
         """The VM's qemu process while it runs (not a zombie), or None."""
-        try:
-            with open(os.path.join(self.home, "run", "libvirt", "qemu", "run", DOMAIN + ".pid")) as f:
-                pid = int(f.read())
-            with open("/proc/%d/stat" % pid) as f:
-                return pid if f.read().rpartition(")")[2].split()[0] != "Z" else None
-        except (FileNotFoundError, ValueError):
-            return None
+        return running_pid(os.path.join(self.home, "run", "libvirt", "qemu", "run", DOMAIN + ".pid"))
 
     def stop(self):
         if self.emulator is not None:
