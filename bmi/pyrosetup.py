@@ -15,8 +15,9 @@ from bmi.files import write_private
 
 _hmac_key = None
 MIN_KEY_BYTES = 16
-# What a server reads of one message (checked from its header, before the body is read and before
-# its HMAC is): every call's arguments are names and paths. Clients take larger answers (listings).
+# What a server reads of a caller's message, its annotations and its body each (checked from its
+# header, before they are read and before its HMAC is): every call's arguments are names and paths.
+# Answers are not bounded: a listing of 10,000 nodes is several MiB.
 SERVER_MESSAGE_BYTES = 1 << 20
 # A new connection has this long to say who it is (its first message carries the HMAC): one that
 # connects and says nothing gives its worker thread back then.
@@ -33,7 +34,7 @@ def configure(settings, create_key=False, timeout=None):
     Pyro4.config.SERIALIZERS_ACCEPTED = {"serpent", "json"}
     Pyro4.config.SOCK_REUSE = True   # a restarted server binds its port again at once
     Pyro4.config.THREADPOOL_SIZE = settings.BMI_THREADPOOL_SIZE
-    Pyro4.config.MAX_MESSAGE_SIZE = SERVER_MESSAGE_BYTES if create_key else 0
+    Pyro4.config.MAX_MESSAGE_SIZE = 0   # Pyro4's limit would bound what a server sends too: see _bounded
     if settings.BMI_TLS_CERT:
         # Pyro4's own contexts trust the system's CAs too, and handshake in the accepting thread
         Pyro4.socketutil.getSSLcontext = _ssl_context
@@ -178,15 +179,27 @@ def advertised(advertise, listen_host, setting, reach=None):
     return address, 0
 
 
+def _bounded(receive):
+    """receive(size), refusing a size over SERVER_MESSAGE_BYTES before anything of it is read."""
+    def bounded_receive(size):
+        if size > SERVER_MESSAGE_BYTES:
+            raise Pyro4.errors.MessageTooLargeError("a message of more than %d bytes (%d): refused"
+                                                    % (SERVER_MESSAGE_BYTES, size))
+        return receive(size)
+    return bounded_receive
+
+
 class _HandshakeInTime:
-    """A Pyro4 daemon whose connections have HANDSHAKE_SECONDS for their handshake. A connection
-    refused for want of a worker thread is closed at once: the accepting thread that refuses it
-    would otherwise wait for its first message."""
+    """A Pyro4 daemon whose connections have HANDSHAKE_SECONDS for their handshake, and whose
+    callers' messages are read up to SERVER_MESSAGE_BYTES. A connection refused for want of a
+    worker thread is closed at once: the accepting thread that refuses it would otherwise wait for
+    its first message."""
 
     def _handshake(self, conn, denied_reason=None):
         if denied_reason:
             conn.close()
             return False
+        conn.recv = _bounded(conn.recv)
         conn.sock.settimeout(HANDSHAKE_SECONDS)
         try:
             return super()._handshake(conn)

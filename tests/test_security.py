@@ -11,6 +11,7 @@ import re
 import socket
 import stat
 import subprocess
+import threading
 import time
 
 import Pyro4
@@ -305,6 +306,38 @@ def test_a_huge_message_without_the_key_is_refused_from_its_header(service, sett
             sock.sendall(b"\0" * 65536)
     assert rss_mb(service.mainserver.pid) < before + 20
     assert answers_within(service, 20)
+
+
+class Echo:
+    @Pyro4.expose
+    def answer(self, size):
+        return "x" * size
+
+    @Pyro4.expose
+    def length(self, text):
+        return len(text)
+
+
+@file_only
+def test_a_server_answers_more_than_it_reads(settings):
+    """What a caller sends is bounded by SERVER_MESSAGE_BYTES; what a server answers is not (a
+    listing of 10,000 nodes is several MiB)."""
+    pyrosetup.configure(settings, create_key=True)
+    daemon = pyrosetup.daemon(settings)
+    uri = daemon.register(Echo())
+    loop = threading.Thread(target=daemon.requestLoop, daemon=True)
+    loop.start()
+    try:
+        with pyrosetup.proxy(uri) as server:
+            assert len(server.answer(8 << 20)) == 8 << 20
+            assert server.length("x" * 1000) == 1000
+        with pyrosetup.proxy(uri) as server:
+            with pytest.raises(Pyro4.errors.ConnectionClosedError):
+                server.length("x" * (pyrosetup.SERVER_MESSAGE_BYTES + 1))
+    finally:
+        daemon.shutdown()
+        loop.join(30)
+        daemon.close()
 
 
 # --- CHAP, a user and secret for each node -------------------------------------------------------
