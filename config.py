@@ -212,7 +212,10 @@ SETTINGS = {setting.name: setting for setting in [
             "seconds the client waits for an answer of the servers (a long operation's progress counts)"),
     Setting("BMI_CLONE_CONCURRENCY", str(2 * (os.cpu_count() or 1)), integer(1), "node disks cloned at once"),
     Setting("BMI_TGT_CONTROL_PORT", "0", integer(0, 32767), "which tgtd the main server drives (tgtadm -C)"),
-    Setting("BMI_TGT_CHECK_SECONDS", "3", seconds, "how often the main server checks that tgtd has every target"),
+    Setting("BMI_TGT_CHECK_SECONDS", "3", seconds,
+            "how often the main server checks that tgtd has every target, and which gateways are alive"),
+    Setting("BMI_RESCAN_SECONDS", "60", seconds,
+            "with changes pushed (rbd): how often the main server reads every record again anyway, a safety net"),
     Setting("BMI_TGT_PARAMETERS", "MaxRecvDataSegmentLength=262144 FirstBurstLength=262144 MaxBurstLength=1048576 "
             "InitialR2T=No", pattern(r"([A-Za-z0-9]+=[A-Za-z0-9]+( |$))*", "NAME=VALUE words"),
             "tgt's parameters of every target, set before any login (README, Benchmark)"),

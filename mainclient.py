@@ -71,22 +71,27 @@ OPTIONS = [("--json", "print the result as one JSON object"),
                                  "the caller's one project)"),
            ("--public", "import_image: every project may provision from the image"),
            ("--power-off", "detach_node: power the node off first, and wait until it is off"),
+           ("--node NODE", "list_all_images: that node alone, and its image"),
+           ("--image IMAGE", "list_all_images: that image alone, and the nodes provisioned from it"),
            ("-h, --help", "this help; after an operation, that operation's")]
 VALUE_OPTIONS = {"--ns-host": "BMI_NS_HOST", "--ns-port": "BMI_NS_PORT", "--gateway": "gateway", "--mac": "macs",
                  "--bmc-driver": "bmc driver", "--bmc-address": "bmc address", "--bmc-user": "bmc user",
-                 "--bmc-password-file": "bmc password file", "--project": "project"}
+                 "--bmc-password-file": "bmc password file", "--project": "project", "--node": "node",
+                 "--image": "image"}
 BMC_OPTIONS = ("bmc driver", "bmc address", "bmc user", "bmc password file")   # all four, or none
 REPEATED = {"macs"}   # options given once for each value
 FLAGS = {"--json", "--force", "--reboot", "--power-off", "--public"}
 FLAG_OPERATIONS = {"--force": "detach_node", "--power-off": "detach_node", "--reboot": "provision",
                    "--public": "import_image"}
 PROJECT_OPERATIONS = ("import_image", "provision")   # which take --project
+LIST_FILTERS = {"node": names.check_node, "image": names.check_image}   # list_all_images's --node, --image
 
 
 def usage(operation):
     flag = {"detach_node": " [--force] [--power-off]", "import_image": " [--project PROJECT] [--public]",
             "provision": " [--project PROJECT] [--mac MAC]... [--bmc-driver DRIVER --bmc-address HOST[:PORT] "
-                         "--bmc-user USER --bmc-password-file FILE [--reboot]]"}.get(operation, "")
+                         "--bmc-user USER --bmc-password-file FILE [--reboot]]",
+            "list_all_images": " [--node NODE] [--image IMAGE]"}.get(operation, "")
     return " ".join([operation] + OPERATIONS[operation][0]) + flag
 
 
@@ -140,6 +145,7 @@ def parse(argv):
     gateway = overrides.pop("gateway", None)
     macs = overrides.pop("macs", [])
     project = overrides.pop("project", None)
+    filters = {option: overrides.pop(option) for option in LIST_FILTERS if option in overrides}
     bmc = {option: overrides.pop(option) for option in BMC_OPTIONS if option in overrides}
     if wants_help:   # whatever else is wrong
         return Call(None, words[:1], {}, False, {}, None)
@@ -158,6 +164,8 @@ def parse(argv):
             raise UsageError("%s goes with %s only" % (flag, FLAG_OPERATIONS[flag]))
     if (macs or bmc) and operation != "provision":
         raise UsageError("--%s goes with provision only" % ("mac" if macs else sorted(bmc)[0].replace(" ", "-")))
+    if filters and operation != "list_all_images":
+        raise UsageError("--%s goes with list_all_images only" % sorted(filters)[0])
     if project is not None and operation not in PROJECT_OPERATIONS:
         raise UsageError("--project goes with %s only" % " and ".join(PROJECT_OPERATIONS))
     if bmc and len(bmc) != len(BMC_OPTIONS) or "--reboot" in flags and not bmc:
@@ -171,6 +179,7 @@ def parse(argv):
             options["macs"] = list(names.check_macs(macs))
         if project is not None:
             options["project"] = names.check_project(project)
+        options.update({option: LIST_FILTERS[option](value) for option, value in filters.items()})
     except ValueError as err:
         raise UsageError(str(err))
     if bmc:
@@ -299,6 +308,10 @@ def call(settings, request, meter=None):
     uris = [gateways[request.gateway]] if request.gateway else random.sample(list(gateways.values()), len(gateways))
     try:
         with connected(uris, settings) as server:
+            # json reads an answer 20 times faster than serpent (a listing of 10,000 nodes, 1.5 MB:
+            # 0.18 s against 3.5 s), but cannot carry a file name that is no UTF-8: serpent for a PATH
+            if "PATH" not in OPERATIONS.get(request.operation, ([],))[0]:
+                server._pyroSerializer = "json"
             if request.operation == "ping":
                 return server.ping()
             if request.operation == "status":

@@ -12,7 +12,7 @@ from bmi import logs, names, progress, pyrosetup, runner
 from bmi.audit import AuditLog, audited
 from bmi.bootscripts import BootScripts
 from bmi.bootservice import boot_service_for
-from bmi.changes import Pushed, watch_for
+from bmi.changes import CHECK, FULL, Pushed, watch_for
 from bmi.errors import AlreadyExists, BadInput, InUse, NotFound, Refused, ServiceError
 from bmi.exports import Exports
 from bmi.gateways import Gateways
@@ -57,7 +57,9 @@ class MainServer:
         self._storage = Storage(self.settings)
         self._target = Target(self.settings)
         self._records = records_for(self.settings)
-        self._gateways = Gateways(self._records, self.settings.BMI_GATEWAY, self.settings.BMI_PEER_TIMEOUT)
+        self._watch = watch_for(self.settings, self._changed, self._watching_again)
+        self._gateways = Gateways(self._records, self.settings.BMI_GATEWAY, self.settings.BMI_PEER_TIMEOUT,
+                                  pushed=self._watch is not None)
         self._boot_scripts = BootScripts(os.path.join(self.settings.BMI_STATE_DIR, "boot"))
         self._locks = NamedLocks()
         # across gateways: a provision waits out another's delete of its image for as long as the
@@ -68,8 +70,9 @@ class MainServer:
         self._exports = Exports(self.settings, self._target, self._boot_scripts, self._gateways, self._records,
                                 self._locks, self._boot_service)
         self._recovery = Recovery(self._records, self._storage, self._exports, self._gateways, self._locks)
-        self._pushed = Pushed(self.settings.BMI_TGT_CHECK_SECONDS)   # what the watch brings in (bmi/changes.py)
-        self._watch = watch_for(self.settings, self._pushed.add, lambda watcher: self._put_gateway())
+        # what the watch brings in (bmi/changes.py); without one (files), every round reads every record
+        check = self.settings.BMI_TGT_CHECK_SECONDS
+        self._pushed = Pushed(check, check if self._watch is None else self.settings.BMI_RESCAN_SECONDS)
         self.rights = Rights(self.settings)                      # checked by @audited and @guarded
         self.audit_log = AuditLog(self.settings.BMI_AUDIT_LOG)   # written by @audited
         self.metrics = Metrics(self.settings, self._records, self._target, self._gateways, OPERATIONS)   # and counted
@@ -229,25 +232,40 @@ class MainServer:
 
     @Pyro4.expose
     @audited
-    def list_all_images(self):
-        """What the caller may see: its projects' images and nodes, and the public images."""
+    def list_all_images(self, *, node=None, image=None):
+        """What the caller may see: its projects' images and nodes, and the public images. With node,
+        that node alone (if provisioned) and its image; with image, that image alone and its nodes.
+        A node alone is read alone: its listing costs the same however many nodes there are."""
         caller = acting()
-        owners = self._records.image_owners()
+        if node is not None:
+            record = self._records.get(names.check_node(node))
+            records = [record] if record is not None else []
+        else:
+            records = self._records.all()
+        if image is not None:
+            names.check_image(image)
+        records = [r for r in records if r.state == READY and caller.sees(r.project) and image in (None, r.image)]
+        wanted = {image} if image is not None else {r.image for r in records} if node is not None else None
+        owners = self._records.image_owners() if wanted is None else {
+            name: owner for name in wanted for owner in [self._records.image_owner(name)] if owner is not None}
         exported = self._gateways.exported_nodes()
         try:
             exported[self._gateways.name] = self.exported_nodes()
         except runner.CommandFailed as err:   # this gateway's tgtd is down: the listing still answers
             log.warning("cannot list this gateway's targets: %s", err)
             exported[self._gateways.name] = None
+        exporting = {}   # node: the gateways that export it
+        for gateway, nodes in exported.items():
+            for exported_node in nodes or ():
+                exporting.setdefault(exported_node, []).append(gateway)
         nodes = [owned({"node": r.node, "image": r.image, "iqn": r.iqn, "macs": list(r.macs), "paths": list(r.paths),
-                        "bmc": r.bmc.public() if r.bmc else None,
-                        "gateways": sorted(gateway for gateway, nodes in exported.items() if nodes and r.node in nodes)},
+                        "bmc": r.bmc.public() if r.bmc else None, "gateways": sorted(exporting.get(r.node, ()))},
                        ImageOwner(r.project))
-                 for r in self._records.all() if r.state == READY and caller.sees(r.project)]
+                 for r in records]
         gateways = [{"name": g.name, "portal": g.boot_portal, "up": exported.get(g.name) is not None}
                     for g in self._gateways.all()]
-        images = [owned(i, owners.get(i["name"], ImageOwner()))
-                  for i in self._storage.list_images() if caller.uses(owners.get(i["name"]))]
+        images = [owned(i, owners.get(i["name"], ImageOwner())) for i in self._storage.list_images()
+                  if (wanted is None or i["name"] in wanted) and caller.uses(owners.get(i["name"]))]
         return {"images": images, "nodes": sorted(nodes, key=lambda n: n["node"]),
                 "gateways": gateways}
 
@@ -264,6 +282,8 @@ class MainServer:
         if self._gateways.ping().get(gateway) is not None:
             raise Refused("gateway %s answers: stop it first" % gateway)
         self._records.remove_gateway(gateway)
+        self._gateways.forget()
+        self._pushed.rescan()   # its own change is not pushed to this gateway: the boot scripts, at the next round
         self._recovery.finish_for(gateway)
         return {"gateway": gateway}
 
@@ -356,33 +376,63 @@ class MainServer:
         provisioned or placed here, drop those they detached or placed elsewhere, place nodes anew
         when a gateway came or went (bmi/placement.py), and keep every boot script naming its node's
         placed gateways. A node another gateway changed is looked at as soon as that is pushed
-        (bmi/changes.py); every node, and the gateways, at least every BMI_TGT_CHECK_SECONDS."""
+        (bmi/changes.py); tgtd's targets and the live gateways every BMI_TGT_CHECK_SECONDS; every
+        node at least every BMI_RESCAN_SECONDS (with changes pushed; else every check)."""
         problem = RecurringProblem(log, "cannot check the targets")
         while not stop.is_set():
-            nodes = self._pushed.next_round()
+            step = self._pushed.next_round()
             try:
-                if nodes is None:
+                if step == FULL:
                     with self.metrics.reconcile_round():
                         self.reconcile()
+                elif step == CHECK:
+                    with self.metrics.reconcile_round():
+                        self.check()
                 else:
-                    self._exports.sync_each(nodes)
+                    self._exports.sync_each(step)
                 problem.clear()
             except Exception as err:
                 problem.report(err)
 
-    def reconcile(self):
-        """One round of keep_targets_exported: a node that cannot be taken away yet keeps no other
+    def reconcile(self, live=None):
+        """A full round of keep_targets_exported: a node that cannot be taken away yet keeps no other
         from being exported."""
+        self._gateways.forget()   # read every record: the gateways' too
         try:
             self._recovery.finish()
         finally:
-            self._exports.bring_in_line(self._gateways.live())
+            self._exports.bring_in_line(live or self._gateways.live())
+
+    def check(self):
+        """A round of keep_targets_exported that reads no record: a full one if the live gateways
+        changed (nodes are placed anew); else what is unfinished, and each node whose target tgtd
+        has or lacks against what the records said (tgtd restarted, say)."""
+        live = self._gateways.live()
+        if not self._exports.placed_over(live):
+            return self.reconcile(live)
+        try:
+            self._recovery.finish()
+        finally:
+            self._exports.sync_astray()
+
+    def _changed(self, keys):
+        """Another gateway changed the records of keys (pushed): looked at in the next round."""
+        if any(key.startswith("gateway.") for key in keys):
+            self._gateways.forget()
+        self._pushed.add(keys)
+
+    def _watching_again(self, watcher):
+        """A new watch (the helper ended): the gateway's record names it, and what the old one
+        missed is read in full."""
+        self._put_gateway()
+        self._pushed.rescan()
 
     def _put_gateway(self):
         """Save this gateway's record: where it is, and the Ceph client of its watch, if any."""
         self._records.put_gateway(GatewayRecord(self._gateways.name, self.settings.BMI_ISCSI_PORTAL,
                                                 self.settings.BMI_BOOT_PORTAL, str(self.uri) if self.uri else None,
                                                 self._watch.watcher if self._watch is not None else None))
+        self._gateways.forget()
 
     def _tidy_up(self, images):
         """In the background, what a crash left: its half-done nodes (which may wait for a killed

@@ -49,6 +49,26 @@ def test_import_image_lists_the_golden_image(server, settings, golden):
                                         "gateways": the_gateway(settings)}
 
 
+def test_list_all_images_of_one_node_or_one_image(server, settings, golden, tmp_path):
+    make_image_file(tmp_path / "other.raw", 1 << 20)
+    server.import_image("other", str(tmp_path / "other.raw"))
+    for image, node in (("golden", "node-a"), ("golden", "node-b"), ("other", "node-c")):
+        server.provision(image, node)
+    listed = lambda **filters: ([i["name"] for i in server.list_all_images(**filters)["images"]],
+                                [n["node"] for n in server.list_all_images(**filters)["nodes"]])
+    assert listed() == (["golden", "other"], ["node-a", "node-b", "node-c"])
+    assert listed(node="node-b") == (["golden"], ["node-b"])
+    assert listed(image="golden") == (["golden"], ["node-a", "node-b"])
+    assert listed(image="other", node="node-c") == (["other"], ["node-c"])
+    assert listed(image="other", node="node-a") == (["other"], [])
+    assert listed(node="node-z") == listed(image="nothing") == ([], [])
+    assert server.list_all_images(node="node-a")["nodes"] == [
+        n for n in server.list_all_images()["nodes"] if n["node"] == "node-a"]
+    assert server.list_all_images(node="node-a")["gateways"] == the_gateway(settings)
+    with pytest.raises(BadInput, match="invalid node name"):
+        server.list_all_images(node="../node-a")
+
+
 def test_import_image_refuses_an_existing_name(server, golden, tmp_path):
     make_image_file(tmp_path / "other.raw", 1024 * 1024)
     with pytest.raises(RuntimeError, match="golden.* already exists"):

@@ -1,7 +1,7 @@
 """Changes pushed by Ceph (the rbd backend), as ceph-iscsi's gateways have them: each gateway
 watches one RADOS object, "changes", on which every change of a record is announced (a RADOS
-notify: scripts/records/rados), so each learns of another's change at once; the full re-read of
-the records on every round of reconciling stays, as a safety net.
+notify: scripts/records/rados), so each learns of another's change at once; a full re-read of
+the records every BMI_RESCAN_SECONDS stays, as a safety net.
 
 The watch is also the gateway's liveness: the helper that holds it (`scripts/records/rados watch`)
 keeps it only while this server writes it a line every HEARTBEAT_SECONDS, so a server that hangs
@@ -93,33 +93,49 @@ class Watch:
                 problem.report(err)
 
 
+FULL, CHECK = "full", "check"   # the rounds of reconciling that Pushed.next_round names
+
+
 class Pushed:
     """What the watch brought in, for the rounds of reconciling: the nodes another gateway changed,
-    at once; a full round when a gateway's record changed (one came or went), and at least every
-    `every` seconds (the safety net), the first at once."""
+    at once; a CHECK every `check` seconds (tgtd's targets and the live gateways: cheap); a FULL
+    round, which reads every record, when a gateway's record changed (one came or went) and at
+    least every `rescan` seconds (the safety net), the first at once."""
 
-    def __init__(self, every):
-        self._every = every
+    def __init__(self, check, rescan):
+        self._check = check
+        self._rescan = rescan
         self._lock = threading.Lock()
         self._keys = set()
         self._came = threading.Event()
-        self._full_at = 0.0
+        self._full_at = self._check_at = 0.0
 
     def add(self, keys):
         with self._lock:
             self._keys.update(keys)
         self._came.set()
 
+    def rescan(self):
+        """Make the next round FULL: a watch begun again may have missed announcements."""
+        with self._lock:
+            self._full_at = 0.0
+        self._came.set()
+
     def next_round(self):
-        """Wait for the next round: the nodes to sync, or None for a full round."""
-        self._came.wait(max(0.0, self._full_at - time.monotonic()))
+        """Wait for the next round: FULL, CHECK, or the nodes to sync (a list, maybe empty)."""
+        self._came.wait(max(0.0, min(self._full_at, self._check_at) - time.monotonic()))
         with self._lock:
             keys, self._keys = self._keys, set()
             self._came.clear()
-        if time.monotonic() >= self._full_at or any(key.startswith("gateway.") for key in keys):
-            self._full_at = time.monotonic() + self._every
-            return None
-        return sorted(key[len("node."):] for key in keys if key.startswith("node."))
+        now = time.monotonic()
+        if now >= self._full_at or any(key.startswith("gateway.") for key in keys):
+            self._full_at, self._check_at = now + self._rescan, now + self._check
+            return FULL
+        nodes = sorted(key[len("node."):] for key in keys if key.startswith("node."))
+        if not nodes and now >= self._check_at:
+            self._check_at = now + self._check
+            return CHECK
+        return nodes
 
 
 def _end(proc):

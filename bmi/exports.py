@@ -14,6 +14,7 @@ initiator is logged in through it, until every placed gateway exports it: a path
 another is in place.
 """
 import logging
+import threading
 
 from bmi.locks import Busy
 from bmi.nodes import DETACHING, EXPORTED, PROVISIONING, READY, Changed
@@ -36,13 +37,24 @@ class Exports:
         self._paths = settings.BMI_PATHS
         self._named = {}   # node: the portals its boot script here names, as this server wrote it
         self._placing = ((), {})   # the last round's live gateways, and each ready node's placement over them
+        self._here = set()   # the nodes whose records, as last read, place their targets here
+        self._here_lock = threading.Lock()
 
     def placed_here(self, record):
         """Whether the node's record places it on this gateway (one that names none: every gateway)."""
         return not record.paths or self._gateways.name in record.paths
 
+    def _note(self, node, record):
+        """Remember whether the node's record (None: gone) places its target here (sync_astray)."""
+        with self._here_lock:
+            if record is not None and record.state in EXPORTED and self.placed_here(record):
+                self._here.add(node)
+            else:
+                self._here.discard(node)
+
     def export(self, record):
         """Make the node's boot script and boot entry here, and its target if it is placed here."""
+        self._note(record.node, record)
         if self.placed_here(record):
             self._target.create(record.iqn, record.backing, record.chap_user, record.chap_secret)
         self._write_boot(record)
@@ -65,6 +77,7 @@ class Exports:
     def withdraw(self, node, force=True):
         """Remove the node's target, boot script and boot entry here; what is gone already is fine.
         Without force, tgtd refuses while an initiator is logged in."""
+        self._note(node, None)
         self._target.delete(self._target.iqn(node), node, force)
         self._boot_scripts.remove(node)
         if self._boot_service is not None:
@@ -88,11 +101,15 @@ class Exports:
         record = self._records.get(node)
         if record is not None and live is not None and record.state == READY:
             record = self._place(record, live)
+        self._note(node, record)
         if record is not None and record.state in EXPORTED:
-            if self.placed_here(record) or self._handing_over(record):
+            if self.placed_here(record):
                 self.ensure(record)
                 return True
             if node in self._target.exported_nodes():
+                if self._handing_over(record):
+                    self._write_boot(record)
+                    return True
                 log.info("%s is placed on %s now: taking its target away", node, ", ".join(record.paths))
                 self._target.delete(record.iqn, node, force=True)
             self._write_boot(record)
@@ -113,6 +130,18 @@ class Exports:
             except Busy:
                 log.info("%s is busy here: the next round brings its export in line", node)
 
+    def sync_astray(self):
+        """Sync each node whose target here is there or missing against what its record said at
+        the last look: a target tgtd lost (it restarted, say), one handed over still, one left over."""
+        exported = set(self._target.exported_nodes())
+        with self._here_lock:
+            astray = exported ^ self._here
+        self.sync_each(sorted(astray))
+
+    def placed_over(self, live):
+        """Whether the last full round placed the nodes over these live gateways."""
+        return self._placing[0] == tuple(live)
+
     def bring_in_line(self, live=None):
         """Sync every node whose export here is not what its record says (its target here or not,
         its boot script naming its placed gateways' portals); with live (the names of the gateways
@@ -129,6 +158,7 @@ class Exports:
             record = records.get(node)
             if record is not None and record.state == PROVISIONING:
                 continue   # its gateway's to finish
+            self._note(node, record)
             if record is not None and record.state in EXPORTED:
                 in_line = ((node in exported) == self.placed_here(record) and node in scripted
                            and self._named.get(node) == self.portals(record, gateways)
@@ -163,9 +193,9 @@ class Exports:
             return self._records.get(record.node)
 
     def _handing_over(self, record):
-        """Whether this gateway, no longer placed for the node, keeps its target still: an initiator
-        is logged in through it, and a gateway placed for it does not export it yet."""
-        if record.node not in self._target.exported_nodes() or not self.logged_in(record.node):
+        """Whether this gateway, no longer placed for the node but exporting it, keeps its target
+        still: an initiator is logged in through it, and a gateway placed for it does not export it yet."""
+        if not self.logged_in(record.node):
             return False
         elsewhere = self._gateways.exported_nodes()
         waiting = [gateway for gateway in record.paths if record.node not in (elsewhere.get(gateway) or ())]

@@ -12,6 +12,7 @@ gateway that hangs holds up no one. With records in files (one gateway), those t
 """
 import concurrent.futures
 import logging
+import threading
 
 import Pyro4.errors
 
@@ -21,15 +22,34 @@ log = logging.getLogger("bmi.gateways")
 
 
 class Gateways:
-    def __init__(self, records, name, timeout):
+    def __init__(self, records, name, timeout, pushed=False):
+        """pushed: a change of a gateway's record is pushed to this one (bmi/changes.py), which then
+        calls forget(), so the records are read once, not at every look (reading them lists every
+        record: one listing of the namespace)."""
         self._records = records
         self.name = name
         self._timeout = timeout
         self._watching = None   # the Ceph clients watching the changes at the last look (None: not known)
+        self._pushed = pushed
+        self._known = None      # the records as last read, with pushed
+        self._forgotten = 0     # how many times forget() was called: a read begun before one is not kept
+        self._lock = threading.Lock()
 
     def all(self):
         """Every gateway's record, by name, up or down."""
-        return sorted(self._records.gateways(), key=lambda gateway: gateway.name)
+        forgotten, known = self._forgotten, self._known
+        if known is None:
+            known = sorted(self._records.gateways(), key=lambda gateway: gateway.name)
+            with self._lock:
+                if self._pushed and forgotten == self._forgotten:
+                    self._known = known
+        return known
+
+    def forget(self):
+        """Read the gateways' records again at the next look: one changed, or a change may have been missed."""
+        with self._lock:
+            self._forgotten += 1
+            self._known = None
 
     def live(self, fresh=True):
         """The names of the live gateways, this one among them: those a node is placed on. Those whose
@@ -81,6 +101,7 @@ class Gateways:
         try:
             with pyrosetup.proxy(gateway.uri) as peer:
                 peer._pyroTimeout = self._timeout
+                peer._pyroSerializer = "json"   # names only; and read much faster than serpent (mainclient.call)
                 return call(peer)
         except Pyro4.errors.CommunicationError as err:   # down: the caller names it
             log.info("gateway %s does not answer: %s", gateway.name, err)

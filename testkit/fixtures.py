@@ -47,7 +47,8 @@ def settings(backend, tgtd, tmp_path, request):
               "BMI_BOOT_PORTAL": "10.0.2.2:%d" % tgtd.port,
               "BMI_NS_PORT": free_port(), "BMI_SERVER_PORT": free_port(),
               "BMI_KEY_FILE": str(tmp_path / "hmac.key"), "BMI_GATEWAY": "gw-a",
-              "BMI_TGT_CHECK_SECONDS": 0.5, "BMI_SCRIPT_TIMEOUT": 60,
+              # checks often; the full re-read (rbd, with changes pushed) a few times as often as in production
+              "BMI_TGT_CHECK_SECONDS": 0.5, "BMI_RESCAN_SECONDS": 5, "BMI_SCRIPT_TIMEOUT": 60,
               "BMI_METRICS_PORT": 0}   # none: a test that scrapes them gives its own port
     if backend == "rbd":
         cluster = request.getfixturevalue("ceph_cluster")

@@ -25,7 +25,8 @@ def test_a_record_another_gateway_changed_is_acted_on_within_a_second(settings, 
     """With the full rounds a minute apart, only the announcement can bring the change in: a node's
     record moved to detaching by a writer of no gateway's (as a gateway's detach does) is withdrawn
     at every gateway, and moved back to ready is exported again, each within a second."""
-    with running_gateways(variant(settings, BMI_TGT_CHECK_SECONDS=60), tmp_path, EVERYONE) as gateways:
+    with running_gateways(variant(settings, BMI_TGT_CHECK_SECONDS=60, BMI_RESCAN_SECONDS=60), tmp_path,
+                          EVERYONE) as gateways:
         assert gateways.client("gw-a", "provision", "golden", "node-a").returncode == 0
         iqn = "%s:%s" % (settings.BMI_IQN_PREFIX, "node-a")
         placed_on = [name for name in EVERYONE if iqn in gateways.exported(name)]

@@ -44,7 +44,7 @@ def detach_node(node, force=False): pass
 def create_snapshot(node, snapshot): pass
 def delete_image(image): pass
 def remove_gateway(gateway): pass
-def list_all_images(): pass
+def list_all_images(*, node=None, image=None): pass
 def ping(): pass
 
 
@@ -62,29 +62,40 @@ def proxy_call_is_valid(operation, args, kwargs):
         bound = SIGNATURES[operation].bind(*args, **kwargs)
     except TypeError:
         return False
-    return all(VALID[name](value) for name, value in bound.arguments.items())
+    # a filter (a keyword whose default is None) may be None too: no filter
+    return all(VALID[name](value) or value is None and SIGNATURES[operation].parameters[name].default is None
+               for name, value in bound.arguments.items())
 
 
 def read_argv(argv):
     """mainclient's usage rules: -h or --help anywhere asks for help; --json anywhere; --force with
-    detach_node; any other -x is an error; -- ends the options. Returns "help", "valid" or "invalid"."""
-    words, flags, unknown = [], set(), False
-    for i, arg in enumerate(argv):
+    detach_node; --node NODE and --image IMAGE (or --node=NODE) with list_all_images; any other -x
+    is an error; -- ends the options. Returns "help", "valid" or "invalid", and the operation named."""
+    words, flags, filters, unknown = [], set(), {}, False
+    args = iter(argv)
+    for arg in args:
+        option, equals, value = arg.partition("=")
         if arg == "--":
-            words += argv[i + 1:]
+            words += list(args)
             break
         if arg in ("-h", "--help", "--json", "--force"):
             flags.add(arg)
+        elif option in ("--node", "--image"):
+            value = value if equals else next(args, None)
+            unknown = unknown or value is None
+            filters[option[2:]] = value
         elif arg.startswith("-") and arg != "-":
             unknown = True
         else:
             words.append(arg)
+    operation = words[0] if words else None
     if flags & {"-h", "--help"}:
-        return "help"
-    if unknown or not words or words[0] not in SIGNATURES or ("--force" in flags and words[0] != "detach_node"):
-        return "invalid"
-    kwargs = {"force": True} if "--force" in flags else {}
-    return "valid" if proxy_call_is_valid(words[0], words[1:], kwargs) else "invalid"
+        return "help", operation
+    if unknown or operation not in SIGNATURES or ("--force" in flags and operation != "detach_node") \
+            or (filters and operation != "list_all_images"):
+        return "invalid", operation
+    kwargs = dict({"force": True} if "--force" in flags else {}, **filters)
+    return "valid" if proxy_call_is_valid(operation, words[1:], kwargs) else "invalid", operation
 
 
 # --- strategies ------------------------------------------------------------------------------
@@ -100,7 +111,8 @@ HOSTILE_WORDS = [
     "i" * 65, "x" * 5000, "/dev/zero", "/proc/self/environ", ABSENT + "/../etc/passwd",
     ABSENT + "/" + "x" * 4000, ABSENT + "/" + "x" * 4100,   # a valid PATH, the longest; one too long
 ]
-OPTION_LIKE = st.sampled_from(["-x", "--force", "--json", "-", "--", "-rf", "--force=1", "--help", "-h"])
+OPTION_LIKE = st.sampled_from(["-x", "--force", "--json", "-", "--", "-rf", "--force=1", "--help", "-h", "--node",
+                               "--image=golden", "--node=node-a"])
 
 
 WELL_FORMED = st.from_regex(r"\A[a-z0-9][a-z0-9.-]{0,20}\Z")   # a valid image and node name, of nothing
@@ -196,7 +208,7 @@ def one_line(text):
 def test_hostile_argv_is_refused_by_mainclient_and_changes_nothing(service, world, settings, tgtd, proxy, argv):
     if any(a.startswith(("--ns-host", "--ns-port", "--gateway")) for a in argv):
         hypothesis.assume(False)   # they pick the name server or the gateway, they are no names
-    reading = read_argv(argv)
+    reading, operation = read_argv(argv)
     valid = reading == "valid"
     if valid:
         hypothesis.assume(not EXISTING & set(argv))   # a valid call on what exists may succeed
@@ -206,7 +218,6 @@ def test_hostile_argv_is_refused_by_mainclient_and_changes_nothing(service, worl
     done = service.client(*argv, timeout=60)
 
     audit = audit_lines(settings)[seen:]
-    operation = [a for a in argv if not a.startswith("-")][0] if valid else None
     if reading == "help":
         assert (done.returncode, done.stderr, audit) == (0, "", []) and done.stdout.startswith("usage: ")
     elif not valid:

@@ -19,6 +19,9 @@ from config import ROOT
      ("ping", [], {}, False, {"BMI_NS_HOST": "10.0.0.1", "BMI_NS_PORT": "9100"}, None)),
     (["--gateway", "gw-b", "ping"], ("ping", [], {}, False, {}, "gw-b")),
     (["remove_gateway", "gw-b"], ("remove_gateway", ["gw-b"], {}, False, {}, None)),
+    (["list_all_images", "--node", "node-a"], ("list_all_images", [], {"node": "node-a"}, False, {}, None)),
+    (["--image=golden", "--node", "node-a", "list_all_images"],
+     ("list_all_images", [], {"node": "node-a", "image": "golden"}, False, {}, None)),
     (["--", "ping"], ("ping", [], {}, False, {}, None)),
     (["-h"], (None, [], {}, False, {}, None)),
     (["provision", "--help"], (None, ["provision"], {}, False, {}, None)),
@@ -40,6 +43,9 @@ def test_parse(argv, expected):
     (["--", "--json", "ping"], "unknown operation '--json'"),
     (["import_image", "golden", "relative.raw"], "invalid path 'relative.raw'"),
     (["--gateway=GW.1", "ping"], "invalid gateway name 'GW.1'"),
+    (["detach_node", "node-a", "--node", "node-a"], "--node goes with list_all_images only"),
+    (["list_all_images", "--image", "../x"], "invalid image name '../x'"),
+    (["list_all_images", "--node"], "--node needs a value"),
 ])
 def test_usage_errors(argv, message):
     with pytest.raises(mainclient.UsageError, match="^" + message.replace("(", r"\(")):
