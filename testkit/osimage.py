@@ -16,21 +16,26 @@ iPXE ``sanboot`` from a tgtd target, on legacy BIOS (SeaBIOS) and on UEFI (OVMF)
                     carries the kernel and initramfs
 
 The initramfs is made by hand (cpio newc written here, gzip): busybox-static, the kernel modules for
-the NIC, iSCSI, sd, virtio-blk and ext4 (loaded with insmod in dependency order, from modules.dep),
-and ``iscsistart`` from open-iscsi with the shared libraries it needs.  Its /init logs in to the
-target from the iBFT that iPXE's sanboot leaves (``iscsistart -N`` brings up the NIC from it,
-``iscsistart -b`` logs in, with the CHAP secret iPXE put there), mounts the partition labelled
-bmi-root, prints on the serial console (ttyS0)
+the NIC, iSCSI, sd, virtio-blk, ext4 and dm-multipath (loaded with insmod in dependency order, from
+modules.dep), ``iscsistart`` from open-iscsi, and ``multipath`` and ``kpartx`` from multipath-tools,
+with the shared libraries they need.  Its /init logs in to the targets of the iBFT that iPXE's
+sanboot leaves (``iscsistart -N`` brings up the NIC from it, ``iscsistart -b`` logs in, with the
+CHAP secret iPXE put there): iPXE puts there each portal of sanboot's URIs, so a node placed on two
+gateways logs in to both, one path each to the one disk.  ``multipath`` makes the map ``mpatha``
+over them (failover: one path in use; a path whose connection breaks fails its I/O after 5 s, and
+the kernel's dm-multipath gives it to the next), ``kpartx`` its partitions; /init mounts the one
+labelled bmi-root, prints on the serial console (ttyS0)
 
-    BMI-ROOT source=/dev/sda2 fstype=ext4 iscsi=IQN
+    BMI-ROOT source=/dev/mapper/mpatha-part2 fstype=ext4 iscsi=IQN
 
-and switch_roots to the disk, whose /init gives a shell on ttyS0 with the prompt ``BMI# ``
-(testkit/console.py types commands into it).  A write there lands on the iSCSI disk.  Booted from
-a local disk instead (a virtio disk of the VM: no sanboot, so no iBFT), /init logs in nowhere and
-mounts bmi-root from that disk: ``BMI-ROOT source=/dev/vda2 fstype=ext4 iscsi=`` (the boot
-benchmark's baseline, benchmarks/boot.py).
+(with one path or several alike) and switch_roots to the disk, whose /init gives a shell on ttyS0
+with the prompt ``BMI# `` (testkit/console.py types commands into it).  A write there lands on the
+iSCSI disk.  Booted from a local disk instead (a virtio disk of the VM: no sanboot, so no iBFT),
+/init logs in nowhere and mounts bmi-root from that disk: ``BMI-ROOT source=/dev/vda2 fstype=ext4
+iscsi=`` (the boot benchmark's baseline, benchmarks/boot.py).  No multipathd runs: nothing brings
+a failed path back, and with no path left I/O fails rather than waits.
 
-The guest's packages (linux-image-*, busybox-static, open-iscsi, libopeniscsiusr) are fetched
+The guest's packages (linux-image-*, GUEST_PACKAGES) are fetched
 with ``apt-get download`` and unpacked with ``dpkg-deb -x`` into CACHE, never installed; the
 host needs only PACKAGES.  Unpacked packages and the kernel+initramfs are kept there, keyed by
 version, made once under a lock, written under a partial name and renamed when complete.  The disk
@@ -59,7 +64,12 @@ PACKAGES = ["apt", "dpkg", "kmod", "e2fsprogs", "dosfstools", "mtools", "gdisk",
 # What a boot test needs besides: tgtd, qemu, iPXE's ROMs and its EFI build, OVMF.
 TEST_PACKAGES = ["tgt", "qemu-system-x86", "ipxe-qemu", "ipxe", "ovmf"]
 KERNEL_META = "linux-image-amd64"
-GUEST_PACKAGES = ["busybox-static", "open-iscsi", "libopeniscsiusr"]
+GUEST_PACKAGES = ["busybox-static", "open-iscsi", "libopeniscsiusr", "multipath-tools", "kpartx",
+                  "libdevmapper1.02.1", "libaio1", "liburcu8"]
+# multipath-tools' programs in the initramfs, and their plug-ins (path checkers, prioritizers), which
+# libmultipath loads by name from /lib/multipath: no ldd shows them
+MULTIPATH_PROGRAMS = [("multipath-tools", "sbin/multipath"), ("kpartx", "sbin/kpartx")]
+MULTIPATH_PLUGINS = ["libchecktur.so", "libcheckdirectio.so", "libprioconst.so"]
 
 CACHE = os.environ.get("BMI_OSIMAGE_CACHE", "/var/cache/bmi-rpc/osimage")
 ROOT_LABEL = "bmi-root"
@@ -77,7 +87,25 @@ GPTMBR = "/usr/lib/syslinux/mbr/gptmbr.bin"
 # check metadata_csum, and mounting fails.
 MODULES = ["virtio_pci", "virtio_net", "e1000", "e1000e",
            "crc32c_generic", "crct10dif_generic", "crc64_rocksoft_generic",
-           "scsi_transport_iscsi", "libiscsi", "iscsi_tcp", "sd_mod", "iscsi_ibft", "virtio_blk", "ext4"]
+           "scsi_transport_iscsi", "libiscsi", "iscsi_tcp", "sd_mod", "iscsi_ibft", "virtio_blk", "ext4",
+           "dm_mod", "dm_multipath", "dm_round_robin"]
+
+# dm-multipath over the paths to the one disk of the iBFT's targets.  No udev here: the WWID that
+# groups the paths comes from sysfs (uid_attribute ""), and every path is taken (find_multipaths no).
+# failover: one path at a time (each gateway's tgtd has its own librbd and its cache: two paths in
+# use at once would read through one what was written through the other).  Without multipathd,
+# multipath leaves queue_if_no_path out of the map whatever no_path_retry says: none is set.
+MULTIPATH_CONF = """defaults {
+    find_multipaths no
+    user_friendly_names yes
+    uid_attribute ""
+    path_grouping_policy failover
+    path_selector "round-robin 0"
+}
+"""
+# seconds an iSCSI path whose connection broke holds its I/O before failing it (open-iscsi's default
+# is 120): then dm-multipath gives it to another path
+RECOVERY_TMO = 5
 
 INITRAMFS_INIT = r"""#!/bin/sh
 # initramfs /init (testkit/osimage.py): iSCSI login from the iBFT (if any), mount bmi-root, switch_root.
@@ -99,10 +127,32 @@ if [ -d /sys/firmware/ibft ]; then
     done
     ip link set lo up
     iscsistart -N || fail "iscsistart -N (network from iBFT)"
+    # logs in to every target of the iBFT: iPXE puts there each portal of sanboot's URIs, each a
+    # path to the one disk
     iscsistart -b || fail "iscsistart -b (login from iBFT)"
+    sessions=$(ls -d /sys/class/iscsi_session/session* | wc -l)
+    i=0
+    until [ $(ls -d /sys/class/iscsi_session/session*/device/target*/*/block/* 2>/dev/null | wc -l) -ge $sessions ]; do
+        i=$((i+1)); [ $i -gt 300 ] && fail "no disk on each of $sessions iSCSI sessions"; sleep 0.1
+    done
+    for t in /sys/class/iscsi_session/session*/recovery_tmo; do echo @RECOVERY_TMO@ > $t; done
+    # no udevd here: libudev, through which multipath sees devices, takes one that udev's database
+    # does not list for one udev has not set up yet, and multipath skips it; list each disk
+    mkdir -p /run/udev/data
+    for d in /sys/block/sd*; do echo I:1 > /run/udev/data/b$(cat $d/dev); done
+    multipath -v0 || fail "multipath"
+    map=$(grep -l '^mpath-' /sys/block/dm-*/dm/uuid | head -n 1 | cut -d/ -f4)
+    [ -n "$map" ] || fail "no multipath map"
+    kpartx -a -p -part /dev/$map || fail "kpartx /dev/$map"
+    # the root is on the map (kpartx's partition of it), never on one path's /dev/sdX, which findfs
+    # could give: the partition whose ext4 label (16 bytes at 1144) is @LABEL@
+    for part in /dev/mapper/*-part*; do
+        [ "$(dd if=$part bs=1 skip=1144 count=16 2>/dev/null | tr -d '\000')" = @LABEL@ ] && root=$part
+    done
+    [ -n "$root" ] || fail "no partition of the multipath map labelled @LABEL@"
 fi
 i=0
-until root=$(findfs LABEL=@LABEL@ 2>/dev/null); do
+until [ -n "$root" ] || root=$(findfs LABEL=@LABEL@ 2>/dev/null); do
     i=$((i+1)); [ $i -gt 300 ] && fail "no partition labelled @LABEL@"; sleep 0.1
 done
 mkdir -p /newroot
@@ -305,23 +355,37 @@ def _busybox_applets(busybox):
     return run(busybox, "--list").split()
 
 
-def make_initramfs(kernel_dir, kernel_version, busybox, iscsi_dir, iscsi_lib_dir):
-    """The initramfs (gzip'd newc cpio) as bytes, and the modules it loads."""
+def make_initramfs(kernel_dir, kernel_version, busybox, packages, lib_dirs):
+    """The initramfs (gzip'd newc cpio) as bytes, and the modules it loads.  packages: {guest
+    package: where it is unpacked}; lib_dirs: where those have shared libraries (ldd looks there
+    before the host's)."""
+    iscsi_dir = packages["open-iscsi"]
     archive = Cpio()
-    for d in ("dev", "proc", "sys", "newroot", "tmp", "run", "etc/iscsi", "var/lock"):
+    for d in ("dev", "proc", "sys", "newroot", "tmp", "run", "etc/iscsi", "etc/multipath", "var/lock"):
         archive.dir(d)
     archive.chardev("dev/console", 5, 1)  # init's stdio before devtmpfs is mounted
     archive.chardev("dev/null", 1, 3)
-    archive.file("init", INITRAMFS_INIT.replace("@LABEL@", ROOT_LABEL).encode(), 0o755)
+    archive.file("init", INITRAMFS_INIT.replace("@LABEL@", ROOT_LABEL).replace(
+        "@RECOVERY_TMO@", str(RECOVERY_TMO)).encode(), 0o755)
     archive.file("bin/busybox", _read(busybox), 0o755)
     for applet in _busybox_applets(busybox):
         if applet != "busybox":
             archive.symlink("bin/" + applet, "busybox")
     # iscsistart and its libraries (libcrypto for CHAP, libkmod, ...), at the paths ld.so searches
     archive.file("bin/iscsistart", _read(os.path.join(iscsi_dir, "sbin", "iscsistart")), 0o755)
-    for inside, host in sorted(_libraries(os.path.join(iscsi_dir, "sbin", "iscsistart"),
-                                          [iscsi_lib_dir]).items()):
+    libs = _libraries(os.path.join(iscsi_dir, "sbin", "iscsistart"), lib_dirs)
+    # multipath and kpartx, their libraries and libmultipath's plug-ins
+    for package, program in MULTIPATH_PROGRAMS:
+        host = os.path.join(packages[package], program)
+        archive.file("bin/" + os.path.basename(program), _read(host), 0o755)
+        libs.update(_libraries(host, lib_dirs))
+    for plugin in MULTIPATH_PLUGINS:
+        host = os.path.join(packages["multipath-tools"], "lib", "multipath", plugin)
+        archive.file("lib/multipath/" + plugin, _read(host), 0o755)
+        libs.update(_libraries(host, lib_dirs))
+    for inside, host in sorted(libs.items()):
         archive.file(inside, _read(host), 0o755)
+    archive.file("etc/multipath.conf", MULTIPATH_CONF.encode())
     # an empty iscsid.conf: iscsistart takes its defaults and everything else from the iBFT
     archive.file("etc/iscsi/iscsid.conf", b"")
     archive.file("etc/iscsi/initiatorname.iscsi", b"")
@@ -340,7 +404,8 @@ def make_initramfs(kernel_dir, kernel_version, busybox, iscsi_dir, iscsi_lib_dir
 
 def _recipe_hash():
     """What the cached kernel+initramfs depend on besides package versions."""
-    return hashlib.sha256(json.dumps([INITRAMFS_INIT, MODULES, ROOT_LABEL, 1]).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps([INITRAMFS_INIT, MODULES, ROOT_LABEL, MULTIPATH_CONF, MULTIPATH_PROGRAMS,
+                                           MULTIPATH_PLUGINS, RECOVERY_TMO, 2]).encode()).hexdigest()[:12]
 
 
 def boot_files(cache=CACHE):
@@ -360,9 +425,11 @@ def boot_files(cache=CACHE):
 
         def make(partial):
             busybox = os.path.join(unpacked["busybox-static"][0], "bin", "busybox")
-            iscsi = unpacked["open-iscsi"][0]
-            lib_dir = os.path.join(unpacked["libopeniscsiusr"][0], "usr", "lib", "x86_64-linux-gnu")
-            initrd, modules = make_initramfs(kernel_dir, kernel_version, busybox, iscsi, lib_dir)
+            lib_dirs = [os.path.join(d, sub) for d, _ in unpacked.values()
+                        for sub in ("lib", "lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
+                        if os.path.isdir(os.path.join(d, sub))]
+            initrd, modules = make_initramfs(kernel_dir, kernel_version, busybox,
+                                             {p: d for p, (d, _) in unpacked.items()}, lib_dirs)
             with open(os.path.join(partial, "initrd.img"), "wb") as f:
                 f.write(initrd)
             shutil.copyfile(os.path.join(kernel_dir, "boot", "vmlinuz-" + kernel_version),

@@ -26,8 +26,8 @@ def test_the_demo_boots_its_node_through_the_boot_service(options):
                           timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     firmware = "uefi" if "--uefi" in options else "bios"
-    assert "(%s): / is ext4 on /dev/sda2, logged in to iqn.2026-11.io.bmi-rpc:node-a" % firmware in done.stdout
-    assert "says: /dev/sda2 / ext4 rw" in done.stdout
+    assert "(%s): / is ext4 on /dev/mapper/mpatha-part2, logged in to iqn.2026-11.io.bmi-rpc:node-a" % firmware in done.stdout
+    assert "says: /dev/mapper/mpatha-part2 / ext4 rw" in done.stdout
     assert "detached node node-a" in done.stdout and done.stdout.rstrip().endswith(
         "done: node-a booted its OS from the disk it was provisioned")
     assert leaked_namespaces() == before
