@@ -7,6 +7,7 @@ node. Prints a table, writes JSON.
     tools/benchmark --backend file --figures move      # moving a node to another image (benchmarks/move.py)
     tools/benchmark --figures placement                # placement at scale (benchmarks/placement.py)
     tools/benchmark --backend rbd --figures scale      # 10,000 records in RADOS (benchmarks/scale.py)
+    tools/benchmark --backend rbd --figures fleet      # 4 gateways, 400 nodes, one killed (benchmarks/fleet.py)
 
 It starts its own tgtd, Ceph cluster (rbd), name server and main server on loopback, as the tests
 do, and stops them by process id.
@@ -23,7 +24,7 @@ import time
 
 import config
 from bmi import pyrosetup
-from benchmarks import boot, datapath, gateways, move, placement, scale
+from benchmarks import boot, datapath, fleet, gateways, move, placement, scale
 from config import ROOT
 from mainserver import MainServer
 from testkit.daemons import CephCluster, Tgtd, free_port
@@ -354,6 +355,8 @@ def table(results):
         lines.extend(placement.lines(results["placement"]))
     if "scale" in results.get("rbd", {}).get("figures", {}):
         lines.extend(scale.lines(results["rbd"]["figures"]["scale"]))
+    if "fleet" in results.get("rbd", {}).get("figures", {}):
+        lines.extend(fleet.lines(results["rbd"]["figures"]["fleet"]))
     for backend in ("file", "rbd"):
         if backend not in results:
             continue
@@ -439,7 +442,8 @@ def main():
                              "gateways (rbd), datapath, boot (not by default: VMs under TCG, about 5 minutes a backend), "
                              "move (not by default either: a node moved 4 times, about 3 minutes a backend), "
                              "placement (no daemons: 10,000 nodes on 20 gateways), "
-                             "scale (rbd: a gateway with 10,000 records in RADOS, idle and listing)")
+                             "scale (rbd: a gateway with 10,000 records in RADOS, idle and listing), "
+                             "fleet (rbd, not by default: 4 gateways with 400 nodes, one killed and back; 10 to 20 minutes)")
     args = parser.parse_args()
     groups = set(args.figures.split(","))
     results = {}
@@ -458,6 +462,9 @@ def main():
                 if backend == "rbd" and "scale" in groups:
                     os.makedirs(os.path.join(workdir, "scale"))
                     figures["scale"] = scale.run(cluster.settings, os.path.join(workdir, "scale"))
+                if backend == "rbd" and "fleet" in groups:
+                    os.makedirs(os.path.join(workdir, "fleet"))
+                    figures["fleet"] = fleet.run(cluster.settings, os.path.join(workdir, "fleet"))
                 results[backend] = {"figures": figures, "verdicts": verdicts(figures, args.nodes, backend)}
         finally:
             if cluster:

@@ -67,11 +67,13 @@ def run(cluster_settings, workdir):
         time.sleep(2 * settings.BMI_TGT_CHECK_SECONDS)   # the pushes' work done: idle from here on
         idle = idle_share(service.mainserver.pid, IDLE_SECONDS)
         lists = [listing_seconds(settings) for _ in range(LISTS)]
+        one_node = [listing_seconds(settings, "--node", nodes[0]) for _ in range(LISTS)]
         assert tgtd.targets() == {}, "the measured gateway exports nodes: not the records' cost alone"
         answered = [listing["seconds"] for listing in lists if "failed" not in listing]
         return {"nodes": NODES, "gateways": GATEWAYS, "written_seconds": written, "taken_in_seconds": taken_in,
                 "check_seconds": settings.BMI_TGT_CHECK_SECONDS, "idle_core_share": idle,
-                "list_seconds": statistics.median(answered) if answered else None, "lists": lists}
+                "list_seconds": statistics.median(answered) if answered else None, "lists": lists,
+                "node_list_seconds": statistics.median(listing["seconds"] for listing in one_node)}
     finally:
         for node in nodes:   # before the service stops: no detach of 10,000 nodes without disks
             writer.request(op="remove", key="node." + node, version=0)
@@ -147,15 +149,16 @@ def children(pid):
     return found
 
 
-def listing_seconds(settings):
+def listing_seconds(settings, *filters):
+    """mainclient --json list_all_images [filters]: its seconds (and what it said, if it failed)."""
     env = dict(os.environ, **settings.environment())
     started = time.monotonic()
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "mainclient.py"), "--json", "list_all_images"],
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "mainclient.py"), "--json", "list_all_images", *filters],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     seconds = time.monotonic() - started
     if done.returncode != 0:   # a figure too: what the client said
         return {"seconds": seconds, "failed": done.stderr.strip()}
-    assert len(json.loads(done.stdout)["nodes"]) == NODES
+    assert len(json.loads(done.stdout)["nodes"]) == (1 if filters else NODES)
     return {"seconds": seconds}
 
 
@@ -165,7 +168,8 @@ def lines(f):
                  f["nodes"], f["gateways"], f["written_seconds"], f["taken_in_seconds"], f["check_seconds"],
                  f["idle_core_share"] * 100, " ".join("%.2f" % listing["seconds"] + (" (failed: %s)" % listing["failed"]
                                                                       if "failed" in listing else "")
-                                                      for listing in f["lists"]))]
+                                                      for listing in f["lists"]))
+             + "; list_all_images --node (one of them) %.2f s" % f["node_list_seconds"]]
     found += ["scale: %-52s %s  at most %g" % (label, "failed" if f[key] is None else "%6.3f%s" % (
                   f[key], "" if f[key] <= limit else "  (missed)"), limit) for key, (label, limit) in TARGETS.items()]
     return found
