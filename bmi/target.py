@@ -2,8 +2,10 @@
 
 Targets are known by their IQN, BMI_IQN_PREFIX:NODE; the target id tgtd needs (tid) is this side's
 own business. The tgtd instance belongs to the service, so a target with one of our IQNs is ours.
-Each target has one LUN, the node's disk: LUN.
+Each target has one LUN, the node's disk: LUN. Its SCSI identity is the same at every gateway
+(serial()), so that an initiator's dm-multipath sees the paths through several gateways as one disk.
 """
+import hashlib
 import os
 import threading
 
@@ -11,6 +13,12 @@ from bmi import runner
 
 LUN = 1   # the node's disk in its target (LUN 0 is tgt's controller)
 TGTD_LOCK = "/var/run/tgtd/socket.%d.lock"   # tgtd holds it (lockf) while it runs with that control port
+
+
+def serial(iqn):
+    """The LUN's SCSI serial number and identifier: 32 hex digits, of which tgtd makes the NAA
+    designator (type 6) that Linux and multipath-tools prefer to name the disk by."""
+    return hashlib.sha256(iqn.encode()).hexdigest()[:32]
 
 
 class Target:
@@ -34,8 +42,8 @@ class Target:
         try:
             if partial:   # made again from the start
                 self._run("delete", str(tid), chap_user, "--force")
-            self._run("create", str(tid), iqn, str(LUN), backing.bstype, backing.path, backing.bsopts, chap_user,
-                      chap_secret)
+            self._run("create", str(tid), iqn, str(LUN), serial(iqn), backing.bstype, backing.path, backing.bsopts,
+                      chap_user, chap_secret)
         except runner.CommandFailed as err:
             raise runner.CommandFailed("cannot export %s: %s" % (iqn, err)) from None
 

@@ -69,10 +69,12 @@ def running_pid(pid_file):
 
 
 def wait_until(check, timeout, what):
+    """Poll check until it holds; past timeout seconds raise TimeoutError naming what (a string, or a
+    function giving one then, to say how things stand)."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise TimeoutError("%s: not within %s s" % (what, timeout))
+            raise TimeoutError("%s: not within %s s" % (what() if callable(what) else what, timeout))
         time.sleep(0.05)
 
 

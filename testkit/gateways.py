@@ -72,7 +72,9 @@ class GatewayGroup:
             self.start(name)
 
     def kill(self, name):
-        """The gateway's host dies: SIGKILL to its main server and its tgtd."""
+        """The gateway's main server and its tgtd die (SIGKILL). Its watch helper, which dies with
+        the server (--pdeathsig), still ends the watch; were the host gone, Ceph would drop it only
+        after its timeout (scripts/records/rados)."""
         self.services[name].mainserver.kill()
         self.services[name].mainserver.wait(10)
         self.tgtds[name].stop()
@@ -92,12 +94,22 @@ class GatewayGroup:
     def whole(self, through):
         """Whether every node is either ready and exported by exactly the gateways its record places
         it on, or gone from everywhere (no disk): nothing half made. Listed through gateway through."""
+        return not self.half_made(through)
+
+    def half_made(self, through):
+        """What is not whole (see whole), in words: [] when nothing."""
         paths = {n["node"]: n["paths"] for n in self.listing(through)["nodes"]}
         disks = {image[len("node."):] for image in rbd_images(self.base.environment()) if image.startswith("node.")}
-        return disks == set(paths) and all(
-            set(self.exported(name)) == {"%s:%s" % (self.base.BMI_IQN_PREFIX, node)
-                                         for node, placement in paths.items() if name in placement}
-            for name in self.services if self.services[name].mainserver.poll() is None)
+        found = ["disks without records: %s" % sorted(disks - set(paths))] if disks - set(paths) else []
+        found += ["records without disks: %s" % sorted(set(paths) - disks)] if set(paths) - disks else []
+        for name in self.services:
+            if self.services[name].mainserver.poll() is None:
+                exported = set(self.exported(name))
+                placed_here = {"%s:%s" % (self.base.BMI_IQN_PREFIX, node) for node, placement in paths.items()
+                               if name in placement}
+                found += ["%s exports %s, placed on it are %s" % (name, sorted(exported), sorted(placed_here))
+                          ] if exported != placed_here else []
+        return found
 
     def listing(self, name):
         done = self.client(name, "--json", "list_all_images")

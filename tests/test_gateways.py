@@ -6,11 +6,13 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 
 import pytest
 
 from bmi.placement import placed
+from bmi.target import serial
 from testkit.bootdisk import write_boot_image
 from testkit.bootvm import IPXE_ROM, booted_node, wait_for_marker
 from testkit.daemons import rbd_images, require, require_command, wait_until
@@ -52,6 +54,33 @@ def test_a_node_provisioned_through_one_gateway_is_exported_by_both(gateways, se
                                      "gateways": ["gw-a", "gw-b"], "paths": list(placed("node-a", ["gw-a", "gw-b"], 2)),
                                      "macs": [], "bmc": None}]
         assert [(g["name"], g["up"]) for g in listing["gateways"]] == [("gw-a", True), ("gw-b", True)]
+
+
+def test_a_disk_has_one_identity_at_every_gateway(gateways, settings):
+    """dm-multipath groups paths by the disk's identifier (VPD page 0x83): every gateway gives a disk
+    the same, whichever target number its tgtd gave it, and each disk its own."""
+    require_command("iscsi-inq", "libiscsi-bin")
+    gateways.kill("gw-b")   # gw-a alone numbers node-a 1, node-b 2; gw-b, back, numbers node-b 1
+    for node in ("node-a", "node-b"):
+        assert gateways.client("gw-a", "provision", "golden", node).returncode == 0
+    assert gateways.client("gw-a", "detach_node", "node-a").returncode == 0
+    gateways.start("gw-b")
+    wait_until(lambda: gateways.exported("gw-b") == [iqn(settings, "node-b")], 20, "gw-b exports node-b")
+    assert gateways.client("gw-a", "provision", "golden", "node-c").returncode == 0
+    tids = {name: {node: gateways.tgtds[name].tid(iqn(settings, node)) for node in ("node-b", "node-c")}
+            for name in ("gw-a", "gw-b")}
+    assert tids == {"gw-a": {"node-b": 2, "node-c": 1}, "gw-b": {"node-b": 1, "node-c": 2}}
+
+    def identity(name, node):
+        """What the LUN says of itself: its device identification and unit serial number pages."""
+        url = lun_url(gateways.settings(name), node, portal=gateways.settings(name).BMI_ISCSI_PORTAL)
+        return [subprocess.run(["iscsi-inq", "-e", "1", "-c", str(page), url], capture_output=True, timeout=60,
+                               check=True).stdout for page in (0x83, 0x80)]
+
+    node_b = identity("gw-a", "node-b")
+    assert identity("gw-b", "node-b") == node_b
+    assert serial(iqn(settings, "node-b")).encode() in node_b[0] and serial(iqn(settings, "node-b")).encode() in node_b[1]
+    assert identity("gw-b", "node-c") == identity("gw-a", "node-c") != node_b
 
 
 def test_the_same_node_provisioned_through_two_gateways_at_once_has_one_winner(gateways, settings):
@@ -139,7 +168,8 @@ def test_a_gateway_killed_during_a_burst_of_provisions_leaves_nothing_half_made(
         client.communicate(timeout=60)
     gateways.start("gw-a")
     # every node ready and exported by both, or gone from everywhere
-    wait_until(lambda: gateways.whole("gw-b"), 60, "nothing half made, at either gateway")
+    wait_until(lambda: gateways.whole("gw-b"), 60, lambda: "nothing half made, at either gateway (%s)"
+               % "; ".join(gateways.half_made("gw-b")))
 
 
 def test_status_names_a_dead_gateway_down(gateways):

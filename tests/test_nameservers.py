@@ -62,7 +62,8 @@ def test_losing_a_name_server_and_a_gateway_during_a_burst_of_provisions_loses_n
     assert time.monotonic() - restarted < 5
 
     hosts.start("gw-a")   # back: what it left half made is taken away, the rest is exported where placed
-    wait_until(lambda: hosts.whole("gw-b"), 60, "nothing half made, at either gateway")
+    wait_until(lambda: hosts.whole("gw-b"), 60, lambda: "nothing half made, at either gateway (%s)"
+               % "; ".join(hosts.half_made("gw-b")))
     ready = {n["node"] for n in hosts.listing("gw-a")["nodes"]}
     assert succeeded <= ready, succeeded - ready
     assert registered(first, "gw-a") and registered(second, "gw-a")
