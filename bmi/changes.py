@@ -8,8 +8,11 @@ keeps it only while this server writes it a line every HEARTBEAT_SECONDS, so a s
 loses its watch within seconds, and the others, which list the watchers (bmi/gateways.py), count it
 dead without calling it.
 """
+import contextlib
 import json
 import logging
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -20,6 +23,7 @@ from bmi.records import SHARED
 
 log = logging.getLogger("bmi.changes")
 HEARTBEAT_SECONDS = 1   # the helper ends the watch after 3 s without a line
+CLOSE_SECONDS = 5   # how long the helper may take to end its watch (its Ceph client's timeouts are longer)
 
 
 def watch_for(settings, on_change, on_watching):
@@ -50,8 +54,14 @@ class Watch:
         return self.watcher
 
     def close(self):
+        """End the watch: the helper, at the end of its stdin, ends it and tells the others."""
         self._stop.set()
         if self._proc is not None:
+            try:
+                self._proc.stdin.close()
+                self._proc.wait(CLOSE_SECONDS)
+            except (OSError, subprocess.TimeoutExpired):   # ended already; or hangs, as Ceph may
+                pass
             _end(self._proc)
 
     def _begin(self):
@@ -81,8 +91,9 @@ class Watch:
                     self._proc.stdin.write(b"\n")
                     self._proc.stdin.flush()
                     continue
-            except OSError:   # it ended meanwhile
-                pass
+            except (OSError, ValueError):   # it ended meanwhile, or close() closed its stdin
+                if self._stop.is_set():
+                    return
             try:
                 _end(self._proc)
                 self._begin()
@@ -139,8 +150,7 @@ class Pushed:
 
 
 def _end(proc):
-    """Stop the helper and its group, if it still runs, and read what it left."""
-    try:
-        runner._stop(proc)
-    except ProcessLookupError:   # ended, and waited for, already
-        proc.communicate()
+    """Stop the helper and its group, if it still runs, and reap it (its stdin may be closed)."""
+    with contextlib.suppress(ProcessLookupError):   # ended, and waited for, already
+        os.killpg(proc.pid, signal.SIGKILL)   # the whole group: its own children too
+    proc.wait()

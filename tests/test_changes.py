@@ -88,3 +88,17 @@ def test_a_hung_gateway_is_found_dead_without_being_called(settings, tmp_path):
 
         wait_until(lambda: gateways.placed_over(EVERYONE, NODES + ["node-new"]), 30,
                    "every node on its two gateways again, gw-b among them")
+
+
+def test_a_killed_gateway_is_found_dead_at_once_not_after_cephs_watch_timeout(settings, tmp_path):
+    """gw-b's main server killed (SIGKILL): its watch helper, which the server's death ends, ends the
+    watch and says so, and the others place its nodes anew long before Ceph would have dropped the
+    watch itself (after BMI_PEER_TIMEOUT, 60 s here)."""
+    with running_gateways(variant(settings, BMI_PEER_TIMEOUT=60), tmp_path, EVERYONE) as gateways:
+        for node in NODES:
+            assert gateways.client("gw-a", "provision", "golden", node).returncode == 0
+        assert gateways.placed_over(EVERYONE, NODES)
+        gateways.kill("gw-b")
+        wait_until(lambda: gateways.placed_over(["gw-a", "gw-c"], NODES), 30, "every node on gw-a and gw-c")
+        listing = gateways.listing("gw-a")
+        assert {g["name"]: g["up"] for g in listing["gateways"]} == {"gw-a": True, "gw-b": False, "gw-c": True}
