@@ -247,6 +247,7 @@ def test_hostile_argv_is_refused_by_mainclient_and_changes_nothing(service, worl
 @hypothesis.example(call=("provision", ["golden", "node-b\0"]), kwargs={}, serializer="serpent")
 @hypothesis.example(call=("provision", []), kwargs={"self": None}, serializer="serpent")
 @hypothesis.example(call=("import_image", ["evil", ABSENT + "/\udcff"]), kwargs={}, serializer="serpent")
+@hypothesis.example(call=("list_all_images", []), kwargs={"image": "\udc80"}, serializer="json")
 def test_hostile_proxy_calls_are_refused_before_any_script_runs(service, world, settings, tgtd, proxy,
                                                                 call, kwargs, serializer):
     operation, args = call
@@ -265,7 +266,10 @@ def test_hostile_proxy_calls_are_refused_before_any_script_runs(service, world, 
         proxy._pyroSerializer = None
 
     audit = audit_lines(settings)[seen:]
-    if not valid:
+    if isinstance(error, UnicodeEncodeError):
+        # json cannot carry a lone surrogate: the client's serializer refused it, nothing was sent
+        assert serializer == "json" and audit == [], (repr(error), audit)
+    elif not valid:
         # the service's check says BadInput; an unaudited call (ping) gets Python's own TypeError
         assert type(error) is (TypeError if operation in UNAUDITED else BadInput), repr(error)
         expected = [] if operation in UNAUDITED else [type(error).__name__]
