@@ -160,8 +160,60 @@ mount -t ext4 -o rw "$root" /newroot || fail "mount $root"
 fstype=$(awk '$2 == "/newroot" {print $3}' /proc/mounts)
 iqn=$(cat /sys/class/iscsi_session/session*/targetname 2>/dev/null | head -n 1)
 echo "BMI-ROOT source=$root fstype=$fstype iscsi=$iqn"
+# the map's name as this multipath chose it, for the root's (bmi-paths)
+[ -f /etc/multipath/bindings ] && cp /etc/multipath/bindings /newroot/etc/multipath/bindings
 for d in dev proc sys; do mount --move /$d /newroot/$d; done
 exec switch_root /newroot /init
+"""
+
+# seconds between the path keeper's looks at the node's boot script
+PATHS_SECONDS = 2
+PATHS_LOG = "/tmp/bmi-paths.log"
+PATHS_KEEPER = r"""#!/bin/sh
+# bmi-paths (testkit/osimage.py): the node's paths to its disk, kept as its boot script names them.
+# Every @PATHS_SECONDS@ s it fetches the script from its boot server (TFTP "boot.ipxe" from the DHCP
+# server of the iBFT, as the boot service serves each MAC its node's) and logs in to each portal
+# there that no live session goes to: a gateway the node was placed on anew, or one come back.
+# multipath then takes the new path into the root's map. What it did goes to @PATHS_LOG@.
+ibft=/sys/firmware/ibft
+[ -d $ibft/target0 ] || exit 0   # booted from a local disk
+server=$(cat $ibft/ethernet0/dhcp)
+initiator=$(cat $ibft/initiator/initiator-name)
+say() { echo "$*" >> @PATHS_LOG@; }
+live_portals() {
+    for s in /sys/class/iscsi_session/session*; do
+        [ "$(cat $s/state)" = LOGGED_IN ] || continue
+        for c in $s/device/connection*/iscsi_connection/connection*; do
+            echo "$(cat $c/persistent_address):$(cat $c/persistent_port)"
+        done
+    done
+}
+say "watching boot.ipxe at $server"
+while sleep @PATHS_SECONDS@; do
+    tftp -g -l /tmp/boot.ipxe -r boot.ipxe "$server" 2>/dev/null || continue
+    user=$(sed -n 's/^set username //p' /tmp/boot.ipxe)
+    secret=$(sed -n 's/^set password //p' /tmp/boot.ipxe)
+    for uri in $(sed -n 's/^sanboot //p' /tmp/boot.ipxe); do
+        # iscsi:HOST::PORT:LUN:IQN (bmi/bootscripts.py)
+        host=$(echo $uri | cut -d: -f2) port=$(echo $uri | cut -d: -f4) iqn=$(echo $uri | cut -d: -f6-)
+        live_portals | grep -qxF "$host:$port" && continue
+        before=$(ls /sys/block | grep '^sd' | sort)
+        if ! iscsistart -i "$initiator" -t "$iqn" -g 1 -a "$host" -p "$port" -u "$user" -w "$secret" \
+                >> @PATHS_LOG@ 2>&1; then
+            say "BMI-PATH-FAILED $host:$port"
+            continue
+        fi
+        i=0
+        until [ "$(ls /sys/block | grep '^sd' | sort)" != "$before" ]; do
+            i=$((i+1)); [ $i -gt 300 ] && break; sleep 0.1
+        done
+        for t in /sys/class/iscsi_session/session*/recovery_tmo; do echo @RECOVERY_TMO@ > $t; done
+        # no udevd: each disk listed for libudev, as in the initramfs
+        for d in /sys/block/sd*; do echo I:1 > /run/udev/data/b$(cat $d/dev); done
+        multipath -v0 >> @PATHS_LOG@ 2>&1
+        say "BMI-PATH-ADDED $host:$port $(ls /sys/block/$(grep -l ^mpath- /sys/block/dm-*/dm/uuid | head -n 1 | cut -d/ -f4)/slaves | tr '\n' ' ')"
+    done
+done
 """
 
 ROOT_INIT = r"""#!/bin/sh
@@ -172,6 +224,8 @@ hostname bmi-node
 echo 1 > /proc/sys/kernel/printk   # keep kernel messages off the console the tests read
 # a wide terminal: ash's line editing would redraw commands longer than 80 columns
 stty -F /dev/console cols 250 rows 50 2>/dev/null
+mkdir -p /run/udev/data
+bmi-paths &
 cd /
 while true; do
     # cttyhack makes the console the shell's controlling tty (job control, ^C)
@@ -355,11 +409,30 @@ def _busybox_applets(busybox):
     return run(busybox, "--list").split()
 
 
+def initiator_tools(packages, lib_dirs):
+    """{path in the guest: (file on the host, mode)} of the initiator's programs, which the
+    initramfs and the root (bmi-paths) both have: iscsistart and its libraries (libcrypto for CHAP,
+    libkmod, ...) at the paths ld.so searches; multipath and kpartx, their libraries and
+    libmultipath's plug-ins."""
+    iscsistart = os.path.join(packages["open-iscsi"], "sbin", "iscsistart")
+    tools = {"bin/iscsistart": (iscsistart, 0o755)}
+    libs = _libraries(iscsistart, lib_dirs)
+    for package, program in MULTIPATH_PROGRAMS:
+        host = os.path.join(packages[package], program)
+        tools["bin/" + os.path.basename(program)] = (host, 0o755)
+        libs.update(_libraries(host, lib_dirs))
+    for plugin in MULTIPATH_PLUGINS:
+        host = os.path.join(packages["multipath-tools"], "lib", "multipath", plugin)
+        tools["lib/multipath/" + plugin] = (host, 0o755)
+        libs.update(_libraries(host, lib_dirs))
+    tools.update({inside: (host, 0o755) for inside, host in libs.items()})
+    return tools
+
+
 def make_initramfs(kernel_dir, kernel_version, busybox, packages, lib_dirs):
     """The initramfs (gzip'd newc cpio) as bytes, and the modules it loads.  packages: {guest
     package: where it is unpacked}; lib_dirs: where those have shared libraries (ldd looks there
     before the host's)."""
-    iscsi_dir = packages["open-iscsi"]
     archive = Cpio()
     for d in ("dev", "proc", "sys", "newroot", "tmp", "run", "etc/iscsi", "etc/multipath", "var/lock"):
         archive.dir(d)
@@ -371,20 +444,8 @@ def make_initramfs(kernel_dir, kernel_version, busybox, packages, lib_dirs):
     for applet in _busybox_applets(busybox):
         if applet != "busybox":
             archive.symlink("bin/" + applet, "busybox")
-    # iscsistart and its libraries (libcrypto for CHAP, libkmod, ...), at the paths ld.so searches
-    archive.file("bin/iscsistart", _read(os.path.join(iscsi_dir, "sbin", "iscsistart")), 0o755)
-    libs = _libraries(os.path.join(iscsi_dir, "sbin", "iscsistart"), lib_dirs)
-    # multipath and kpartx, their libraries and libmultipath's plug-ins
-    for package, program in MULTIPATH_PROGRAMS:
-        host = os.path.join(packages[package], program)
-        archive.file("bin/" + os.path.basename(program), _read(host), 0o755)
-        libs.update(_libraries(host, lib_dirs))
-    for plugin in MULTIPATH_PLUGINS:
-        host = os.path.join(packages["multipath-tools"], "lib", "multipath", plugin)
-        archive.file("lib/multipath/" + plugin, _read(host), 0o755)
-        libs.update(_libraries(host, lib_dirs))
-    for inside, host in sorted(libs.items()):
-        archive.file(inside, _read(host), 0o755)
+    for inside, (host, mode) in sorted(initiator_tools(packages, lib_dirs).items()):
+        archive.file(inside, _read(host), mode)
     archive.file("etc/multipath.conf", MULTIPATH_CONF.encode())
     # an empty iscsid.conf: iscsistart takes its defaults and everything else from the iBFT
     archive.file("etc/iscsi/iscsid.conf", b"")
@@ -405,7 +466,7 @@ def make_initramfs(kernel_dir, kernel_version, busybox, packages, lib_dirs):
 def _recipe_hash():
     """What the cached kernel+initramfs depend on besides package versions."""
     return hashlib.sha256(json.dumps([INITRAMFS_INIT, MODULES, ROOT_LABEL, MULTIPATH_CONF, MULTIPATH_PROGRAMS,
-                                           MULTIPATH_PLUGINS, RECOVERY_TMO, 2]).encode()).hexdigest()[:12]
+                                           MULTIPATH_PLUGINS, RECOVERY_TMO, 3]).encode()).hexdigest()[:12]
 
 
 def boot_files(cache=CACHE):
@@ -435,6 +496,10 @@ def boot_files(cache=CACHE):
             shutil.copyfile(os.path.join(kernel_dir, "boot", "vmlinuz-" + kernel_version),
                             os.path.join(partial, "vmlinuz"))
             shutil.copy(busybox, os.path.join(partial, "busybox"))  # with its mode
+            for inside, (host, mode) in initiator_tools({p: d for p, (d, _) in unpacked.items()}, lib_dirs).items():
+                os.makedirs(os.path.dirname(os.path.join(partial, "tools", inside)), exist_ok=True)
+                shutil.copyfile(host, os.path.join(partial, "tools", inside))
+                os.chmod(os.path.join(partial, "tools", inside), mode)
             with open(os.path.join(partial, "info.json"), "w") as f:
                 json.dump({"kernel_version": kernel_version, "packages": versions,
                            "modules": modules}, f, indent=1)
@@ -442,16 +507,17 @@ def boot_files(cache=CACHE):
     with open(os.path.join(boot, "info.json")) as f:
         info = json.load(f)
     info.update(vmlinuz=os.path.join(boot, "vmlinuz"), initrd=os.path.join(boot, "initrd.img"),
-                busybox=os.path.join(boot, "busybox"), cache=boot)
+                busybox=os.path.join(boot, "busybox"), tools=os.path.join(boot, "tools"), cache=boot)
     return info
 
 
 # --- the disk --------------------------------------------------------------------------------
 
 def _stage_root(directory, boot, root_files):
-    """The root filesystem's tree, for mke2fs -d: busybox, its applets, /init, /boot, and
-    root_files ({path in the root: text})."""
-    for d in ("bin", "boot", "dev", "proc", "sys", "tmp", "root", "etc", "mnt"):
+    """The root filesystem's tree, for mke2fs -d: busybox, its applets, the initiator's tools and
+    bmi-paths, /init, /boot, and root_files ({path in the root: text})."""
+    shutil.copytree(boot["tools"], directory, dirs_exist_ok=True)
+    for d in ("bin", "boot", "dev", "proc", "sys", "tmp", "root", "etc/multipath", "etc/iscsi", "mnt"):
         os.makedirs(os.path.join(directory, d), exist_ok=True)
     shutil.copyfile(boot["busybox"], os.path.join(directory, "bin", "busybox"))
     os.chmod(os.path.join(directory, "bin", "busybox"), 0o755)
@@ -462,8 +528,13 @@ def _stage_root(directory, boot, root_files):
     with open(os.path.join(directory, "init"), "w") as f:
         f.write(ROOT_INIT.replace("@PROMPT@", PROMPT))
     os.chmod(os.path.join(directory, "init"), 0o755)
-    with open(os.path.join(directory, "etc", "hostname"), "w") as f:
-        f.write("bmi-node\n")
+    texts = {"etc/hostname": "bmi-node\n", "etc/multipath.conf": MULTIPATH_CONF, "etc/iscsi/iscsid.conf": "",
+             "etc/iscsi/initiatorname.iscsi": "", "bin/bmi-paths": PATHS_KEEPER}
+    for name, text in texts.items():
+        with open(os.path.join(directory, name), "w") as f:
+            f.write(text.replace("@PATHS_SECONDS@", str(PATHS_SECONDS)).replace("@PATHS_LOG@", PATHS_LOG)
+                    .replace("@RECOVERY_TMO@", str(RECOVERY_TMO)))
+    os.chmod(os.path.join(directory, "bin", "bmi-paths"), 0o755)
     shutil.copyfile(boot["vmlinuz"], os.path.join(directory, "boot", "vmlinuz"))
     shutil.copyfile(boot["initrd"], os.path.join(directory, "boot", "initrd.img"))
     for name, text in root_files.items():
