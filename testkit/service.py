@@ -1,6 +1,7 @@
 """The three bmi-rpc processes, run as a user runs them: name server, main server, mainclient."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -37,7 +38,8 @@ class Service:
     def __init__(self, settings, workdir, hosts=None, changes=None):
         self.settings = settings
         self.workdir = workdir
-        self.env = dict(os.environ, PYTHONUNBUFFERED="1", **settings.environment())
+        # faulthandler: a server that hangs and is sent SIGABRT writes every thread's stack to its log
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", **settings.environment())
         self.hosts = hosts or {}
         self.changes = changes or {}
         self.nameserver = self.mainserver = None
@@ -64,6 +66,18 @@ class Service:
         self.start_nameserver()
         self.start_mainserver()
         self.wait_ready()
+
+    def interrupt_mainserver(self, timeout=20):
+        """SIGINT, as an operator's ^C, and wait for the main server to end; one that hangs is sent
+        SIGABRT, and the test fails with the stacks it wrote to its log."""
+        self.mainserver.send_signal(signal.SIGINT)
+        try:
+            self.mainserver.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.mainserver.send_signal(signal.SIGABRT)
+            self.mainserver.wait(10)
+            raise AssertionError("the main server did not end within %d s of SIGINT; its log ends:\n%s"
+                                 % (timeout, self.log("mainserver")[-8000:])) from None
 
     def wait_ready(self, timeout=30):
         wait_until(lambda: self.client("list_all_images").returncode == 0, timeout, "main server reachable")

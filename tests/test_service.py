@@ -1,7 +1,6 @@
 """The three real processes, driven through mainclient as a user would, verified with real initiators."""
 import json
 import os
-import signal
 import subprocess
 
 import pytest
@@ -137,8 +136,7 @@ def test_a_restarted_main_server_keeps_its_nodes(service, settings, tgtd, tmp_pa
     service.client("import_image", "golden", str(tmp_path / "golden.raw"))
     service.client("provision", "golden", "node-a")
     before = service.client("list_all_images").stdout
-    service.mainserver.send_signal(signal.SIGINT)
-    service.mainserver.wait(20)
+    service.interrupt_mainserver()
     service.start_mainserver()
     service.wait_ready()
     assert service.client("list_all_images").stdout == before
