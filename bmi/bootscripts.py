@@ -15,6 +15,9 @@ class BootScripts:
     def path(self, node):
         return os.path.join(self.directory, node + ".ipxe")
 
+    def exists(self, node):
+        return os.path.exists(self.path(node))
+
     def nodes(self):
         """The nodes that have a boot script here."""
         return [name[:-len(".ipxe")] for name in os.listdir(self.directory)

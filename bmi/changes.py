@@ -8,11 +8,8 @@ keeps it only while this server writes it a line every HEARTBEAT_SECONDS, so a s
 loses its watch within seconds, and the others, which list the watchers (bmi/gateways.py), count it
 dead without calling it.
 """
-import contextlib
 import json
 import logging
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -62,13 +59,13 @@ class Watch:
                 self._proc.wait(CLOSE_SECONDS)
             except (OSError, subprocess.TimeoutExpired):   # ended already; or hangs, as Ceph may
                 pass
-            _end(self._proc)
+            runner._stop(self._proc)
 
     def _begin(self):
         proc = runner._start([self._script.path, "watch"], self._script.env, stdin=subprocess.PIPE)
         ready = json.loads(proc.stdout.readline() or "{}")   # its first line: the watch is there
         if "watcher" not in ready:
-            _end(proc)
+            runner._stop(proc)
             raise runner.CommandFailed("cannot watch the changes: %s" % (ready.get("error") or proc.stderr.read()
                                                                           .decode(errors="replace").strip()))
         self._proc, self.watcher = proc, ready["watcher"]
@@ -95,7 +92,7 @@ class Watch:
                 if self._stop.is_set():
                     return
             try:
-                _end(self._proc)
+                runner._stop(self._proc)
                 self._begin()
                 log.info("watching the changes again, as %s", self.watcher)
                 self._on_watching(self.watcher)
@@ -148,9 +145,3 @@ class Pushed:
             return CHECK
         return nodes
 
-
-def _end(proc):
-    """Stop the helper and its group, if it still runs, and reap it (its stdin may be closed)."""
-    with contextlib.suppress(ProcessLookupError):   # ended, and waited for, already
-        os.killpg(proc.pid, signal.SIGKILL)   # the whole group: its own children too
-    proc.wait()

@@ -13,6 +13,7 @@ is left to the next round). A gateway no longer placed for a node keeps its targ
 initiator is logged in through it, until every placed gateway exports it: a path goes only once
 another is in place.
 """
+import concurrent.futures
 import logging
 import threading
 
@@ -23,6 +24,9 @@ from bmi.placement import placed
 log = logging.getLogger("bmi.exports")
 MADE = "exporting %s as %s"   # the log's line when a node's target is made here (tests look for it)
 BUSY_SECONDS = 1.0   # how long sync_each waits for a node an operation holds
+# nodes synced at once: while tgtd opens one's disk (a Ceph client of its own, with rbd), the next one's
+# record is read and its boot script written (README, A fleet of gateways)
+SYNC_WORKERS = 2
 
 
 class Exports:
@@ -35,7 +39,7 @@ class Exports:
         self._records = records
         self._locks = locks
         self._paths = settings.BMI_PATHS
-        self._named = {}   # node: the portals its boot script here names, as this server wrote it
+        self._written = {}   # node: (the portals its boot script here names, its text, its MACs), as this server wrote it
         self._placing = ((), {})   # the last round's live gateways, and each ready node's placement over them
         self._here = set()   # the nodes whose records, as last read, place their targets here
         self._here_lock = threading.Lock()
@@ -61,14 +65,22 @@ class Exports:
 
     def _write_boot(self, record):
         portals = self.portals(record)
+        written = (portals, self._boot_scripts.text(record, portals), record.macs)
+        if self._written.get(record.node) == written and self._boot_scripts.exists(record.node):
+            return   # a change that names the same portals (of the node's state, say) rewrites nothing
         self._boot_scripts.write(record, portals)
         if self._boot_service is not None and record.macs:
-            self._boot_service.publish(record.node, record.macs, self._boot_scripts.text(record, portals))
-        self._named[record.node] = portals
+            self._boot_service.publish(record.node, record.macs, written[1])
+        self._written[record.node] = written
+
+    def _named(self, node):
+        """The portals the node's boot script here names, as this server wrote it; None if it did not."""
+        written = self._written.get(node)
+        return written[0] if written else None
 
     def ensure(self, record):
         """Make whatever of the node's target (if placed here) and boot script is missing here."""
-        if self.placed_here(record) and record.node not in self._target.exported_nodes():
+        if self.placed_here(record) and record.node not in self._target.exported_nodes(fresh=False):
             log.info(MADE, record.node, record.iqn)
             self.export(record)
         else:
@@ -82,7 +94,7 @@ class Exports:
         self._boot_scripts.remove(node)
         if self._boot_service is not None:
             self._boot_service.withdraw(node)
-        self._named.pop(node, None)
+        self._written.pop(node, None)
 
     def exported_nodes(self):
         """The nodes whose targets this gateway's tgtd has, whole."""
@@ -106,7 +118,7 @@ class Exports:
             if self.placed_here(record):
                 self.ensure(record)
                 return True
-            if node in self._target.exported_nodes():
+            if node in self._target.exported_nodes(fresh=False):
                 if self._handing_over(record):
                     self._write_boot(record)
                     return True
@@ -115,7 +127,7 @@ class Exports:
             self._write_boot(record)
             return False
         if record is None or record.state == DETACHING:
-            if node in self._target.exported_nodes():
+            if node in self._target.exported_nodes(fresh=False):
                 log.info("%s is %s: taking its target away", node, "gone" if record is None else "being detached")
             self.withdraw(node)
         return False
@@ -123,12 +135,14 @@ class Exports:
     def sync_each(self, nodes):
         """Sync each of nodes (another gateway changed its record) under its lock; one that an
         operation holds is left to the next full round (bring_in_line), which looks at every node."""
-        for node in nodes:
+        def sync_unless_busy(node):
             try:
                 with self._locks.hold("node:" + node, timeout=BUSY_SECONDS):
                     self.sync(node)
             except Busy:
                 log.info("%s is busy here: the next round brings its export in line", node)
+
+        each(sync_unless_busy, nodes)
 
     def sync_astray(self):
         """Sync each node whose target here is there or missing against what its record said at
@@ -154,6 +168,7 @@ class Exports:
         published = set(self._boot_service.published().values()) if self._boot_service else set()
         scripted = set(self._boot_scripts.nodes())
         placing = self._placed_first_here(records, live) if live is not None else {}
+        astray = []
         for node in sorted(set(records) | exported | published | scripted):
             record = records.get(node)
             if record is not None and record.state == PROVISIONING:
@@ -161,13 +176,18 @@ class Exports:
             self._note(node, record)
             if record is not None and record.state in EXPORTED:
                 in_line = ((node in exported) == self.placed_here(record) and node in scripted
-                           and self._named.get(node) == self.portals(record, gateways)
+                           and self._named(node) == self.portals(record, gateways)
                            and placing.get(node, record.paths) == record.paths)
             else:
                 in_line = node not in exported | published | scripted
             if not in_line:
-                with self._locks.hold("node:" + node):
-                    self.sync(node, live)
+                astray.append(node)
+
+        def sync_held(node):
+            with self._locks.hold("node:" + node):
+                self.sync(node, live)
+
+        each(sync_held, astray)
 
     def _placed_first_here(self, records, live):
         """{node: its placement over live} of the ready nodes whose placement this gateway is the
@@ -214,3 +234,14 @@ class Exports:
             others = [portal for name, portal in by_name.items() if name != self._gateways.name]
             return [self._boot_portal] + [portal for portal in others if portal != self._boot_portal]
         return [by_name[name] for name in record.paths if name in by_name]
+
+
+def each(function, nodes):
+    """function(node) for each of nodes, SYNC_WORKERS at once; the first exception, if any, raised
+    once every node was tried (one that fails keeps no other from being done)."""
+    if not nodes:
+        return
+    with concurrent.futures.ThreadPoolExecutor(min(SYNC_WORKERS, len(nodes))) as pool:
+        done = [pool.submit(function, node) for node in nodes]
+    for future in done:
+        future.result()

@@ -4,6 +4,7 @@ A quick command is bounded by a clock (run). A copy, which takes as long as its 
 bounded by its progress instead (run_copy): it may run as long as it reports progress, and is
 stopped when it makes none for a while.
 """
+import contextlib
 import json
 import os
 import re
@@ -50,8 +51,11 @@ def _start(args, env, stdin=subprocess.DEVNULL):
 
 
 def _stop(proc):
-    os.killpg(proc.pid, signal.SIGKILL)   # the whole group: a script's own children too
-    proc.communicate()
+    """Kill the script and its group, if it still runs, and reap it; its pipes close with it (another
+    thread may be reading one, or its stdin be closed: both are fine)."""
+    with contextlib.suppress(ProcessLookupError):   # ended, and reaped, already
+        os.killpg(proc.pid, signal.SIGKILL)   # the whole group: a script's own children too
+    proc.wait()
 
 
 def _text(data):

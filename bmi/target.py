@@ -29,6 +29,12 @@ class Target:
         self._lock = threading.Lock()
         self._tids = {}         # iqn -> tid, of the targets made here or found in tgtd
         self._partial = set()   # iqns of targets a killed create left half made, as tgtd last listed them
+        # iqns of the whole targets, as tgtd last listed them and as made and removed here since, so
+        # that a look at one node needs no listing of every target (a tgtd that lost some meanwhile,
+        # restarted, say, is found out by the next fresh look); None before the first listing
+        self._whole = None
+        self._listing = threading.Lock()   # one listing at a time: what changes during it is in _during
+        self._during = {}   # iqn: made (True) or removed (False) here while tgtd is being listed
 
     def iqn(self, node):
         return self._prefix + node
@@ -46,6 +52,7 @@ class Target:
                       chap_user, chap_secret)
         except runner.CommandFailed as err:
             raise runner.CommandFailed("cannot export %s: %s" % (iqn, err)) from None
+        self._known(iqn, True)
 
     def delete(self, iqn, chap_user, force=False):
         """Remove the target and its CHAP account; what is already gone is fine."""
@@ -56,6 +63,15 @@ class Target:
             raise runner.CommandFailed("cannot remove the target %s: %s" % (iqn, err)) from None
         with self._lock:
             self._tids.pop(iqn, None)
+        self._known(iqn, False)
+
+    def _known(self, iqn, whole):
+        with self._lock:
+            self._during[iqn] = whole
+            if self._whole is not None:
+                (self._whole.add if whole else self._whole.discard)(iqn)
+            if whole:
+                self._partial.discard(iqn)
 
     def connections(self, iqn):
         """Initiators logged in to the target."""
@@ -88,27 +104,39 @@ class Target:
                 return int(fields[4])
         return None
 
-    def exported(self):
-        """The IQNs of every whole target tgtd has now."""
-        found, partial = {}, set()
-        for line in self._ask("list", str(LUN)).splitlines():
-            tid, iqn, state = line.split(" ")
-            found[iqn] = int(tid)
-            if state == "partial":
-                partial.add(iqn)
+    def exported(self, fresh=True):
+        """The IQNs of every whole target tgtd has: now (fresh), or as last listed and changed here since."""
         with self._lock:
-            self._tids.update(found)
-            self._partial = partial
-        return set(found) - partial
+            if not fresh and self._whole is not None:
+                return set(self._whole)
+        with self._listing:
+            with self._lock:
+                self._during = {}
+            found, partial = {}, set()
+            for line in self._ask("list", str(LUN)).splitlines():
+                tid, iqn, state = line.split(" ")
+                found[iqn] = int(tid)
+                if state == "partial":
+                    partial.add(iqn)
+            with self._lock:
+                self._tids.update(found)
+                whole = set(found) - partial
+                for iqn, made in self._during.items():   # made or removed after tgtd answered, maybe
+                    (whole.add if made else whole.discard)(iqn)
+                    partial.discard(iqn)
+                self._partial, self._whole = partial, whole
+                return set(whole)
 
-    def exported_nodes(self):
-        """The nodes whose targets tgtd has now, whole."""
-        return {iqn[len(self._prefix):] for iqn in self.exported() if iqn.startswith(self._prefix)}
+    def exported_nodes(self, fresh=True):
+        """The nodes whose targets tgtd has, whole: now (fresh), or as last listed and changed here since."""
+        return {iqn[len(self._prefix):] for iqn in self.exported(fresh) if iqn.startswith(self._prefix)}
 
     def _tid(self, iqn):
+        """The target's tid in tgtd, or None if it has none: as known here, once tgtd was listed
+        (every target of tgtd then, and those made here since)."""
         with self._lock:
-            tid = self._tids.get(iqn)
-        if tid is None:
+            tid, listed = self._tids.get(iqn), self._whole is not None
+        if tid is None and not listed:
             self.exported()   # made by a server before this one
             with self._lock:
                 tid = self._tids.get(iqn)
