@@ -14,7 +14,8 @@ Measured:
   rendezvous placement over four gives the returning gateway. Whether a target an initiator is logged
   in through goes before another is in place is not measured here: no initiator logs in;
 - provision latency through one gateway with four gateways against with one alone (median of
-  REPEAT, each detached again: benchmarks/gateways.py's provision_latency).
+  REPEAT, each detached again: benchmarks/gateways.py's provision_latency);
+- the floor of the replacement: the scripts alone (floor_phase), after the gateways are stopped.
 """
 import collections
 import datetime
@@ -26,10 +27,11 @@ import time
 
 import config
 from benchmarks.gateways import provision_latency, proxy_to
-from bmi import pyrosetup, runner
+from bmi import pyrosetup, runner, target
 from bmi.placement import placed
 from bmi.records import RadosRecords
-from testkit.daemons import free_port, wait_until
+from bmi.storage import Storage
+from testkit.daemons import Tgtd, free_port, wait_until
 from testkit.gateways import GatewayGroup
 from testkit.images import MiB, make_image_file
 from testkit.service import variant
@@ -42,6 +44,8 @@ CLIENTS_EACH = 2            # concurrent provisions through each gateway
 REPEAT = 20                 # provisions of the latency figures
 SAMPLE_SECONDS = 0.2        # how often the tgtds' targets are looked at while paths move
 CALL_TIMEOUT = 180          # seconds one provision or detach may take here
+FLOOR_HELD = 130            # LUNs each survivor's tgtd holds before the kill, about (floor_phase)
+FLOOR_MADE = 70             # and the replacement targets each of them makes, about
 TARGETS = {   # name: (figure, limit: at most; a function of the figures where it depends on them)
     "max_luns_per_tgtd": ("idle nodes on 4 gateways: most LUNs in one tgtd",
                           lambda f: 1.1 * f["nodes"] * PATHS / len(GATEWAYS)),
@@ -121,8 +125,62 @@ def run(cluster_settings, workdir, nodes=NODES):
             figures.setdefault("failed", "detaching: %s: %s" % (type(err).__name__, err))
         figures["logs"] = log_problems(workdir, GATEWAYS)
         group.stop()
+        done("floor")
+        try:
+            figures["floor_s"] = floor_phase(settings, os.path.join(workdir, "floor"))
+            if "replaced_seconds" in figures:
+                figures["replaced_vs_floor"] = figures["replaced_seconds"] / figures["floor_s"]
+        except Exception as err:
+            figures.setdefault("failed", "floor: %s: %s" % (type(err).__name__, err))
         done("end")
     return figures
+
+
+def floor_phase(settings, workdir, survivors=len(GATEWAYS) - 1, held=FLOOR_HELD, made=FLOOR_MADE):
+    """The replacement's floor, the scripts alone: survivors fresh tgtds, each holding held LUNs of
+    node disks (cloned by the storage script, as a provision does), each made to export made more by
+    scripts/target/tgt, one at a time at each tgtd and all of them at once, as the survivors do; the
+    seconds from the first create to the last one's end."""
+    os.makedirs(workdir)
+    storage = Storage(settings)
+    make_image_file(os.path.join(workdir, "golden.raw"), 16 * MiB)
+    storage.import_image("floor-golden", os.path.join(workdir, "golden.raw"))
+    tgtds = [Tgtd(os.path.join(workdir, "tgtd-%d.log" % i)) for i in range(survivors)]
+    try:
+        for tgtd in tgtds:
+            tgtd.start()
+        scripts = [runner.Script("target", "tgt", variant(settings, BMI_TGT_CONTROL_PORT=str(tgtd.control)))
+                   for tgtd in tgtds]
+
+        def exports(i, numbers):
+            """The creates of tgtd i's targets of numbers, their disks cloned now."""
+            return [create(i, n, storage.clone("floor-golden", "floor-%d-%03d" % (i, n))) for n in numbers]
+
+        def create(i, n, backing):
+            node = "floor-%d-%03d" % (i, n)
+            iqn = settings.BMI_IQN_PREFIX + ":" + node
+            return lambda: scripts[i]("create", str(n + 1), iqn, str(target.LUN), target.serial(iqn), backing.bstype,
+                                      backing.path, backing.bsopts, node, "floor-secret-" + node)
+
+        def at_once(work):
+            threads = [threading.Thread(target=lambda steps: [step() for step in steps], args=(steps,))
+                       for steps in work]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+        at_once([exports(i, range(held)) for i in range(survivors)])   # the LUNs held: in place
+        creates = [exports(i, range(held, held + made)) for i in range(survivors)]   # their disks cloned first
+        started = time.monotonic()
+        at_once(creates)
+        seconds = time.monotonic() - started
+        if any(lun_count_of(tgtd) != held + made for tgtd in tgtds):
+            raise RuntimeError("a floor tgtd does not hold %d LUNs" % (held + made))
+        return seconds
+    finally:
+        for tgtd in tgtds:
+            tgtd.stop()
 
 
 def kill_phase(group, names, observer):
@@ -301,8 +359,11 @@ def waited(check, timeout, what):
 
 def lun_count(group, name):
     """The LUNs of nodes' disks that gateway name's tgtd holds (not the targets' controller LUNs)."""
-    return sum(1 for target in group.tgtds[name].exports().values()
-               for backing in target["luns"] if backing not in ("None", ""))
+    return lun_count_of(group.tgtds[name])
+
+
+def lun_count_of(tgtd):
+    return sum(1 for exported in tgtd.exports().values() for backing in exported["luns"] if backing not in ("None", ""))
 
 
 def process_status(pid):
@@ -470,6 +531,11 @@ def lines(f):
             f["provision_one_gateway_s"] * 1e3, f["provision_four_gateways_s"] * 1e3,
             ", %.1f ms with four and %d nodes" % (f["provision_four_gateways_with_nodes_s"] * 1e3, f["nodes"])
             if "provision_four_gateways_with_nodes_s" in f else ""))
+    if "floor_s" in f:
+        out.append("fleet: the floor, the scripts alone: %d tgtds holding %d LUNs each make %d targets each, all at once, "
+                   "in %.1f s%s" % (len(GATEWAYS) - 1, FLOOR_HELD, FLOOR_MADE, f["floor_s"],
+                                    "; the replacement took %.2f times as long" % f["replaced_vs_floor"]
+                                    if "replaced_vs_floor" in f else ""))
     if "phases_s" in f:
         out.append("fleet: phases, s: " + ", ".join("%s %.0f" % item for item in f["phases_s"].items()))
     for name, problems in f.get("logs", {}).items():
