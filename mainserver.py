@@ -92,9 +92,9 @@ class MainServer:
             raise
 
     def start(self):
-        """Claim the state directory and tgtd (unless done), open the audit log and the records, join
-        the gateways, and export every node (or leave that to keep_targets_exported, if tgtd does not
-        answer yet); what a crash left half done is finished in the background."""
+        """Claim the state directory and tgtd (unless done), open the audit log and the records,
+        export every node placed here (or leave that to keep_targets_exported, if tgtd does not
+        answer yet), then join the gateways; what a crash left half done is finished in the background."""
         if not self._lock_files:
             self.claim()
         warn_of_a_boot_portal_nodes_cannot_reach(self.settings.BMI_BOOT_PORTAL)
@@ -105,9 +105,6 @@ class MainServer:
             self._boot_service.open()
         self._records.load()
         self._records.let_go_images(self._gateways.name)   # what a killed delete or snapshot of this gateway held
-        if self._watch is not None:
-            self._watch.open()   # before the gateway's record names it: alive to the others from the start
-        self._put_gateway()
         self._recovery.load()
         leftovers = []
         try:
@@ -115,6 +112,11 @@ class MainServer:
             self._exports.bring_in_line()       # first: this gateway serves its nodes at once
         except Exception as err:
             log.warning("cannot export the provisioned nodes yet: %s", err)
+        # Only now alive to the others, which call a live gateway and place nodes on it: until its
+        # caller serves (main), a call would wait out BMI_PEER_TIMEOUT
+        if self._watch is not None:
+            self._watch.open()   # before the gateway's record names it
+        self._put_gateway()
         threading.Thread(target=self._tidy_up, args=(leftovers,), daemon=True).start()
         return self
 
@@ -346,9 +348,11 @@ class MainServer:
 
     @Pyro4.expose
     @guarded
-    def exported_nodes(self):
-        """The nodes this gateway's tgtd exports."""
-        return self._exports.exported_nodes()
+    def exported_nodes(self, fresh=True):
+        """The nodes this gateway's tgtd exports: now (fresh), or as known from its last listing and
+        the changes made here since."""
+        check_flag("fresh", fresh)
+        return self._exports.exported_nodes(fresh)
 
     @Pyro4.expose
     def follow(self, operation, arguments, options):

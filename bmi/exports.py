@@ -9,9 +9,9 @@ or gone; while it is provisioning it is its gateway's to finish, and left alone.
 
 When the gateways that answer change, each ready node is placed anew over them, in its record, by
 the first gateway of its new placement (one gateway writes each record; a record changed meanwhile
-is left to the next round). A gateway no longer placed for a node keeps its target while an
-initiator is logged in through it, until every placed gateway exports it: a path goes only once
-another is in place.
+is left to the next round). A gateway no longer placed for a node keeps its target until every
+placed gateway exports it: a path goes only once its replacement is in place, for a node whose
+initiator is logged in through it as for one that boots or is about to log in.
 """
 import concurrent.futures
 import logging
@@ -96,9 +96,10 @@ class Exports:
             self._boot_service.withdraw(node)
         self._written.pop(node, None)
 
-    def exported_nodes(self):
-        """The nodes whose targets this gateway's tgtd has, whole."""
-        return sorted(self._target.exported_nodes())
+    def exported_nodes(self, fresh=True):
+        """The nodes whose targets this gateway's tgtd has, whole: now (fresh), or as last listed and
+        changed here since."""
+        return sorted(self._target.exported_nodes(fresh))
 
     def logged_in(self, node):
         """The initiators logged in to the node's target here."""
@@ -214,14 +215,12 @@ class Exports:
 
     def _handing_over(self, record):
         """Whether this gateway, no longer placed for the node but exporting it, keeps its target
-        still: an initiator is logged in through it, and a gateway placed for it does not export it yet."""
-        if not self.logged_in(record.node):
-            return False
-        elsewhere = self._gateways.exported_nodes()
-        waiting = [gateway for gateway in record.paths if record.node not in (elsewhere.get(gateway) or ())]
+        still: a gateway placed for it does not export it yet (or does not answer)."""
+        exported = self._gateways.exported_nodes(only=record.paths, fresh=False)
+        waiting = [gateway for gateway in record.paths if record.node not in (exported.get(gateway) or ())]
         if waiting:
-            log.info("%s keeps its target here, where an initiator is logged in, until %s export%s it",
-                     record.node, ", ".join(waiting), "s" if len(waiting) == 1 else "")
+            log.info("%s keeps its target here until %s export%s it", record.node, ", ".join(waiting),
+                     "s" if len(waiting) == 1 else "")
         return bool(waiting)
 
     def portals(self, record, gateways=None):

@@ -75,16 +75,18 @@ class Gateways:
         """The initiators logged in to node's target there (read only)."""
         return self._ask(lambda peer: peer.logged_in(node))()
 
-    def exported_nodes(self):
-        """The nodes each exports."""
-        return self._ask(lambda peer: peer.exported_nodes())()
+    def exported_nodes(self, only=None, fresh=True):
+        """The nodes each exports (each of only, names, if given): now (fresh), or as it knows from
+        its last listing and its changes since (cheap)."""
+        return self._ask(lambda peer: peer.exported_nodes(fresh), only=only)()
 
     def ping(self):
         """Every other gateway's answer to a ping, dead to Ceph or not."""
         return self._ask(lambda peer: peer.ping(), everyone=True)()
 
-    def _ask(self, call, everyone=False):
-        others = [gateway for gateway in self.all() if gateway.name != self.name]
+    def _ask(self, call, everyone=False, only=None):
+        others = [gateway for gateway in self.all()
+                  if gateway.name != self.name and (only is None or gateway.name in only)]
         dead = {gateway.name: None for gateway in others   # to Ceph: not asked, their answer None at once
                 if self._watching is not None and not everyone and gateway.watcher not in self._watching}
         others = [gateway for gateway in others if gateway.name not in dead]

@@ -87,11 +87,15 @@ class Node:
         assert root == {"source": "/dev/mapper/mpatha-part2", "fstype": "ext4", "iscsi": self.iqn}, root
         assert "/dev/mapper/mpatha-part2 / ext4 rw" in self.console.run("cat /proc/mounts")
 
+    def run(self, command):
+        """console.run, without the lines the writer says meanwhile on the same console."""
+        return re.sub(r"^BMI-WROTE \d+\n", "", self.console.run(command) + "\n", flags=re.M).rstrip("\n")
+
     def paths(self):
         """{disk: the gateway it goes to} of the map's paths, one disk for each gateway's session."""
-        disks = self.console.run("ls /sys/block/$(grep -l ^mpath- /sys/block/dm-*/dm/uuid | cut -d/ -f4)/slaves")
-        port = {disk: int(self.console.run("cat /sys/block/%s/device/../../connection*/iscsi_connection/*/"
-                                           "persistent_port" % disk)) for disk in disks.split()}
+        disks = self.run("ls /sys/block/$(grep -l ^mpath- /sys/block/dm-*/dm/uuid | cut -d/ -f4)/slaves")
+        port = {disk: int(self.run("cat /sys/block/%s/device/../../connection*/iscsi_connection/*/"
+                                   "persistent_port" % disk)) for disk in disks.split()}
         return {disk: name for disk in port for name, tgtd in self.gateways.tgtds.items() if tgtd.port == port[disk]}
 
     def path_in_use(self, disks):
