@@ -165,9 +165,11 @@ class MainServer:
                 chap_secret=secrets.token_urlsafe(12), gateway=self._gateways.name, project=project))
             try:
                 self._image_holds.wait_for_delete(image)   # the record first: a delete from now on sees it
-                record = self._records.move(record, EXPORTING, backing=self._storage.clone(image, node), paths=placed(
-                    node, self._gateways.live(fresh=False), self.settings.BMI_PATHS))
-                others = self._gateways.sync_node_meanwhile(node)   # those placed export it meanwhile
+                backing = self._storage.clone(image, node)
+                paths = placed(node, self._gateways.live(fresh=False), self.settings.BMI_PATHS)
+                # not announced: every other gateway is asked to sync the node next (those placed export it meanwhile)
+                record = self._records.move(record, EXPORTING, announce=False, backing=backing, paths=paths)
+                others = self._gateways.sync_node_meanwhile(node)
                 try:
                     self._exports.export(record)
                 finally:
@@ -199,7 +201,8 @@ class MainServer:
                 if logged_in:
                     raise InUse("node %s is in use: %s %s logged in to its target; detach_node --force cuts it off"
                                 % (node, ", ".join(logged_in), "is" if len(logged_in) == 1 else "are"))
-            detaching = self._records.move(record, DETACHING, gateway=self._gateways.name)
+            # not announced: take_away asks every other gateway to sync the node
+            detaching = self._records.move(record, DETACHING, announce=False, gateway=self._gateways.name)
             try:
                 self._recovery.take_away(detaching, force)
             except Exception as err:
@@ -338,6 +341,7 @@ class MainServer:
             with self._locks.hold("node:" + node, timeout=self.settings.BMI_PEER_TIMEOUT / 4):
                 return {"exported": self._exports.sync(node)}
         except Busy:
+            self._pushed.add(["node." + node])   # synced at the next round, as a change pushed
             return {"exported": None, "busy": True}
 
     @Pyro4.expose

@@ -11,6 +11,7 @@ import pytest
 
 
 from bmi import runner
+from bmi.changes import FULL
 from bmi.errors import BadInput
 from bmi.nodes import DETACHING, PROVISIONING
 from bmi.records import records_for
@@ -355,8 +356,10 @@ def test_two_rounds_of_finishing_at_once_both_end_well(server, settings, golden,
 
 def test_a_peers_sync_of_a_node_held_here_answers_busy_instead_of_waiting(server, settings, golden):
     """Another gateway's operation may wait for this answer while this gateway's operation on the
-    node waits for that one: the answer comes within a quarter of BMI_PEER_TIMEOUT, busy."""
+    node waits for that one: the answer comes within a quarter of BMI_PEER_TIMEOUT, busy, and the
+    node is synced at the next round of reconciling, as a change pushed."""
     server.provision("golden", "node-a")
+    assert server._pushed.next_round() == FULL   # the first round: every node
     holding, release, answers = threading.Event(), threading.Event(), []
 
     def an_operation_here():
@@ -375,4 +378,6 @@ def test_a_peers_sync_of_a_node_held_here_answers_busy_instead_of_waiting(server
     finally:
         release.set()
         operation.join(10)
+    # with records in files, a round reads them all, and comes a check after the last
+    assert server._pushed.next_round() == (["node-a"] if settings.BMI_BACKEND == "rbd" else FULL)
     assert server.sync_node("node-a") == {"exported": True}

@@ -5,6 +5,10 @@ Both honour Records: adding is exclusive (one of two gateways adding a node wins
 only if the record is still the version read (else Changed), moves between states are only those
 nodes.TRANSITIONS allows, and every read is fresh.
 
+Shared records announce the changes the other gateways act on (bmi/changes.py): those of node and
+gateway records, but for a node's add (provisioning, it is its gateway's alone: bmi/exports.py leaves
+it be) and a move whose caller asks every other gateway itself at once (sync_node).
+
 They keep the holds on golden images too (bmi/imageholds.py): which gateway deletes or makes an
 image, taken exclusively (of two gateways, one wins).
 """
@@ -33,14 +37,15 @@ class Records(abc.ABC):
     each of which checks the move between states, and by place, which changes no state."""
 
     def add(self, record):
-        """Save a new node's record, provisioning; AlreadyExists or InUse if the node has one."""
+        """Save a new node's record, provisioning (not announced); AlreadyExists or InUse if the node has one."""
         check_transition(record.node, GONE, record.state)
         return self._create(record)
 
-    def move(self, record, state, **fields):
-        """Save record, as read, in state with fields changed; Changed if it is not the version read."""
+    def move(self, record, state, announce=True, **fields):
+        """Save record, as read, in state with fields changed; Changed if it is not the version read.
+        Not announced without announce: the caller asks each other gateway to sync the node at once."""
         check_transition(record.node, record.state, state)
-        return self._replace(record.changed(state=state, **fields))
+        return self._replace(record.changed(state=state, **fields), announce)
 
     def place(self, record, paths):
         """Save record, as read, naming paths as the gateways that export it (in no other state than
@@ -127,7 +132,7 @@ class Records(abc.ABC):
         """Save a new record exclusively: the saved one, with its version."""
 
     @abc.abstractmethod
-    def _replace(self, record):
+    def _replace(self, record, announce=True):
         """Save record at the version it carries: the saved one; Changed if the stored one differs."""
 
     @abc.abstractmethod
@@ -189,7 +194,7 @@ class FileRecords(Records):
             raise
         return record
 
-    def _replace(self, record):
+    def _replace(self, record, announce=True):
         """On disk whole or not at all, then in memory."""
         self._expect(record)
         saved = record.changed(version=record.version + 1)
@@ -309,7 +314,7 @@ class RadosRecords(Records):
                 for key, version, text in self._helper.request(op="list", prefix="node.")["items"]]
 
     def _create(self, record):
-        answer = self._helper.request(op="create", key="node." + record.node, text=record.to_json())
+        answer = self._helper.request(op="create", key="node." + record.node, text=record.to_json(), announce=False)
         if "conflict" in answer:
             existing = self.get(record.node)
             raise node_exists(existing or record)
@@ -318,35 +323,35 @@ class RadosRecords(Records):
             for mac in record.macs:
                 self._claim(mac, record.node)
         except BaseException:
-            self._remove(record)
+            self._remove(record, announce=False)
             raise
         return record
 
     def _claim(self, mac, node):
-        while "conflict" in self._helper.request(op="create", key="mac." + mac, text=node):
+        while "conflict" in self._unfollowed(op="create", key="mac." + mac, text=node):
             item = self._helper.request(op="get", key="mac." + mac)["item"]
             if item is None:
                 continue   # let go of meanwhile
             owner = self.get(item[1]) if item[1] != node else None
             if owner is not None:
                 taken(owner, [mac])
-            if "conflict" not in self._helper.request(op="replace", key="mac." + mac, version=item[0], text=node):
+            if "conflict" not in self._unfollowed(op="replace", key="mac." + mac, version=item[0], text=node):
                 return
 
     def _release(self, mac, node):
         item = self._helper.request(op="get", key="mac." + mac)["item"]
         if item is not None and item[1] == node:
-            self._helper.request(op="remove", key="mac." + mac, version=item[0])   # a conflict: not ours now
+            self._unfollowed(op="remove", key="mac." + mac, version=item[0])   # a conflict: not ours now
 
-    def _replace(self, record):
+    def _replace(self, record, announce=True):
         answer = self._helper.request(op="replace", key="node." + record.node, version=record.version,
-                                      text=record.to_json())
+                                      text=record.to_json(), announce=announce)
         self._check(answer, record.node)
         return record.changed(version=answer["version"])
 
-    def _remove(self, record):
-        self._check(self._helper.request(op="remove", key="node." + record.node, version=record.version),
-                    record.node)
+    def _remove(self, record, announce=True):
+        self._check(self._helper.request(op="remove", key="node." + record.node, version=record.version,
+                                         announce=announce), record.node)
         for mac in record.macs:
             self._release(mac, record.node)
 
@@ -370,13 +375,13 @@ class RadosRecords(Records):
         return ImageOwner.from_json(item[1]) if item else None
 
     def put_image_owner(self, image, owner):
-        self._helper.request(op="put", key="owner." + image, text=owner.to_json())
+        self._unfollowed(op="put", key="owner." + image, text=owner.to_json())
 
     def remove_image_owner(self, image):
-        self._helper.request(op="remove", key="owner." + image, version=0)
+        self._unfollowed(op="remove", key="owner." + image, version=0)
 
     def take_image(self, image, hold):
-        while "conflict" in self._helper.request(op="create", key="image." + image, text=json.dumps(hold)):
+        while "conflict" in self._unfollowed(op="create", key="image." + image, text=json.dumps(hold)):
             holder = self.image_hold(image)
             if holder is not None:
                 return holder
@@ -390,10 +395,15 @@ class RadosRecords(Records):
     def let_go_image(self, image, gateway):
         item = self._helper.request(op="get", key="image." + image)["item"]
         if item is not None and json.loads(item[1]).get("gateway") == gateway:
-            self._helper.request(op="remove", key="image." + image, version=item[0])   # a conflict: not ours now
+            self._unfollowed(op="remove", key="image." + image, version=item[0])   # a conflict: not ours now
 
     def _held_images(self):
         return [key[len("image."):] for key, _, _ in self._helper.request(op="list", prefix="image.")["items"]]
+
+    def _unfollowed(self, **request):
+        """A change of a record the gateways do not follow (a MAC's claim, an image's owner or hold):
+        not announced."""
+        return self._helper.request(announce=False, **request)
 
     @staticmethod
     def _check(answer, node):

@@ -34,8 +34,8 @@ class Recovery:
         refused while an initiator is logged in here. A failure is raised; with later, it is left
         to finish() instead, logged, and not raised (the caller reports a failure of its own)."""
         try:
-            if record.state in EXPORTED:
-                record = self._records.move(record, DETACHING, gateway=self._gateways.name)
+            if record.state in EXPORTED:   # not announced: each other gateway is asked below
+                record = self._records.move(record, DETACHING, announce=False, gateway=self._gateways.name)
             self._exports.withdraw(record.node, force)
             behind = []   # the gateways that may export it still: down, or busy with the node
             if record.state == DETACHING:   # the other gateways export it, or may

@@ -5,11 +5,13 @@ next full round; and the watch is each gateway's liveness: a main server that ha
 seconds, and the others count it dead without calling it."""
 import os
 import signal
+import threading
 import time
 
 import pytest
 
 from bmi import runner
+from bmi.changes import Watch
 from bmi.nodes import DETACHING, READY
 from bmi.records import RadosRecords
 from testkit.daemons import wait_until
@@ -102,3 +104,32 @@ def test_a_killed_gateway_is_found_dead_at_once_not_after_cephs_watch_timeout(se
         wait_until(lambda: gateways.placed_over(["gw-a", "gw-c"], NODES), 30, "every node on gw-a and gw-c")
         listing = gateways.listing("gw-a")
         assert {g["name"]: g["up"] for g in listing["gateways"]} == {"gw-a": True, "gw-b": False, "gw-c": True}
+
+
+def test_an_operation_announces_only_what_the_other_gateways_act_on(settings, tmp_path):
+    """A provision with a MAC through gw-a announces its node once, when it is ready (the other
+    gateways are asked to export it themselves while it is exporting; a node provisioning, a MAC's
+    claim and an image's hold are no gateway's business); a detach announces it once, when it is
+    gone. What another watcher of the changes is told, in order."""
+    with running_gateways(settings, tmp_path, EVERYONE) as gateways:
+        told, lock = [], threading.Lock()
+
+        def note(keys):
+            with lock:
+                told.extend(keys)
+
+        script = runner.Script("records", "rados", variant(gateways.settings("gw-a"), BMI_GATEWAY="observer"))
+        observer = Watch(script, note, lambda watcher: None)
+        observer.open()
+        try:
+            provisioned = gateways.client("gw-a", "provision", "golden", "node-a", "--mac", "52:54:00:00:00:0a")
+            assert provisioned.returncode == 0, provisioned.stderr
+            wait_until(lambda: told, 5, "the provision announced")
+            assert gateways.client("gw-a", "detach_node", "node-a").returncode == 0
+            wait_until(lambda: len(told) > 1, 5, "the detach announced")
+            time.sleep(1)   # anything more would be announced within it (0.06-0.12 s, above)
+        finally:
+            observer.close()
+        assert told == ["node.node-a", "node.node-a"]
+        iqn = "%s:%s" % (settings.BMI_IQN_PREFIX, "node-a")
+        assert all(iqn not in gateways.exported(name) for name in EVERYONE)
