@@ -443,7 +443,7 @@ def main():
                              "move (not by default either: a node moved 4 times, about 3 minutes a backend), "
                              "placement (no daemons: 10,000 nodes on 20 gateways), "
                              "scale (rbd: a gateway with 10,000 records in RADOS, idle and listing), "
-                             "fleet (rbd, not by default: 4 gateways with 400 nodes, one killed and back; 10 to 20 minutes)")
+                             "fleet (rbd, not by default: 4 gateways with 400 nodes, one killed and back; 3 to 7 minutes)")
     args = parser.parse_args()
     groups = set(args.figures.split(","))
     results = {}

@@ -517,14 +517,15 @@ def lines(f):
                        ", ".join("%s %d" % item for item in k["placings_logged"].items())))
     if "back_phase" in f:
         b = f["back_phase"]
+        below = ("%d nodes below %d paths meanwhile (fewest %d), one for %.1f s at the longest" % (
+            b["nodes_below_two_paths"], PATHS, b["min_live_paths"], b["longest_below_two_paths_s"])
+            if b["nodes_below_two_paths"] else "no node below %d paths meanwhile" % PATHS)
         out.append("fleet: %s back: answering after %.1f s, exported where placed over 4 after %.1f s (boot scripts "
                    "too %.1f s); paths made/taken away end to end %d/%d, as seen every %g s %d/%d: moved %.1f, "
-                   "fewest %d; %d nodes down to %d path meanwhile, one for %.1f s at the longest; records placed anew %s; logged-in initiators: "
-                   "not measured here" % (
+                   "fewest %d; %s; records placed anew %s; logged-in initiators: not measured here" % (
                        f["killed"], b["answering_s"], b["placed_s"], b["boot_scripts_s"], b["added_end_to_end"],
                        b["removed_end_to_end"], f["sample_seconds"], b["added_observed"], b["removed_observed"],
-                       b["moved_observed"], b["fewest"], b["nodes_below_two_paths"], b["min_live_paths"],
-                       b["longest_below_two_paths_s"],
+                       b["moved_observed"], b["fewest"], below,
                        ", ".join("%s %d" % item for item in b["placings_logged"].items())))
     if "provision_four_gateways_s" in f:
         out.append("fleet: provision median %.1f ms with one gateway, %.1f ms with four%s" % (
